@@ -1,0 +1,26 @@
+"""Every error kbridge raises on purpose derives from KBridgeError, so callers can catch ours apart from library noise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class KBridgeError(Exception):
+    """Base class of kbridge's own errors."""
+
+
+class ConfigError(KBridgeError):
+    """Invalid settings or routes. Carries every problem found, so one run shows them all."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"kbridge configuration has {len(self.problems)} problem(s):\n{lines}")
+
+
+class UnknownRouteError(KBridgeError):
+    """A task named a route that this process's routing does not have; it must never run."""
+
+
+class EnqueueError(KBridgeError):
+    """The backend could not confirm that a message was handed over."""

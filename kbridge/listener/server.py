@@ -1,0 +1,90 @@
+"""Runs one GroupProcessor thread per consumer group and turns signals into a graceful stop.
+
+SIGINT, SIGTERM and SIGQUIT ask every group to stop fetching, commit what is safe and
+leave its group. Past shutdown_timeout (or on a second signal) the process exits with 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ..errors import KBridgeError
+from .processor import GroupProcessor
+
+if TYPE_CHECKING:
+    from ..app import KBridge
+    from ..routing import ConsumerGroup
+
+log = logging.getLogger("kbridge.listener")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+EXIT_OK, EXIT_FAILED, EXIT_SHUTDOWN_TIMEOUT = 0, 1, 2
+SUMMARY_INTERVAL = 10.0
+
+
+class Server:
+    def __init__(self, app: KBridge, groups: list[ConsumerGroup]) -> None:
+        self.app = app
+        self.stop = threading.Event()
+        self.processors = [GroupProcessor(app, g, self.stop) for g in groups]
+        self._errors: list[BaseException] = []
+        self._signals = 0
+
+    def run(self) -> int:
+        """Block until stopped; return the process exit code."""
+        self._install_signals()
+        threads = [
+            threading.Thread(target=self._run_group, args=(p,), name=f"kbridge-{p.group.name}", daemon=True)
+            for p in self.processors
+        ]
+        for t in threads:
+            t.start()
+        last_summary = time.monotonic()
+        while not self.stop.wait(0.2):
+            if not all(t.is_alive() for t in threads):
+                self.stop.set()
+            elif time.monotonic() - last_summary >= SUMMARY_INTERVAL:
+                last_summary = time.monotonic()
+                for p in self.processors:
+                    log.info("group %s: %s", p.group.id, p.summary())
+        deadline = time.monotonic() + self.app.settings.shutdown_timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            log.error(
+                "shutdown_timeout of %.1fs passed with groups still stopping; exiting with code %d",
+                self.app.settings.shutdown_timeout, EXIT_SHUTDOWN_TIMEOUT,
+            )
+            return EXIT_SHUTDOWN_TIMEOUT
+        return EXIT_FAILED if self._errors else EXIT_OK
+
+    def _run_group(self, processor: GroupProcessor) -> None:
+        try:
+            processor.run()
+        except BaseException as exc:
+            self._errors.append(exc)
+            log.error("consumer group %s failed: %s: %s", processor.group.id, type(exc).__name__, exc,
+                      exc_info=not isinstance(exc, KBridgeError))
+            self.stop.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded use: the caller owns signals and sets self.stop
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals > 1:
+            log.error("%s received again during shutdown; exiting now with code %d", name, EXIT_SHUTDOWN_TIMEOUT)
+            os._exit(EXIT_SHUTDOWN_TIMEOUT)
+        log.info("%s received: stopping, committing what is safe and leaving the groups", name)
+        self.stop.set()
+

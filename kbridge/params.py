@@ -1,0 +1,122 @@
+"""Messages as consumers see them.
+
+The payload is parsed only when first read: the listener usually never reads it,
+so a poison payload costs nothing there and is parsed (and reported) in the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, overload
+
+Deserializer = Callable[[bytes], Any]
+
+_UNSET: Any = object()
+
+
+def json_deserializer(raw: bytes) -> Any:
+    """The default deserializer. Strict UTF-8, so a non-UTF-8 payload is an error, not mojibake."""
+    return json.loads(raw.decode("utf-8"))
+
+
+def _from_ms(ms: float | None) -> datetime | None:
+    if ms is None or ms < 0:
+        return None
+    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+
+
+class Params:
+    """One Kafka message with lazily deserialized payload and its metadata."""
+
+    __slots__ = (
+        "topic", "partition", "offset", "key", "headers", "raw_payload",
+        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload",
+    )
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        raw_payload: bytes | None,
+        key: bytes | None = None,
+        headers: dict[str, bytes] | None = None,
+        timestamp_ms: int | None = None,
+        receive_time_ms: float | None = None,
+        deserializer: Deserializer = json_deserializer,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.raw_payload = raw_payload
+        self.key = key
+        self.headers = headers if headers is not None else {}
+        self.timestamp_ms = timestamp_ms
+        self.receive_time_ms = receive_time_ms
+        self._deserializer = deserializer
+        self._payload = _UNSET
+
+    @property
+    def payload(self) -> Any:
+        if self._payload is _UNSET:
+            self._payload = None if self.raw_payload is None else self._deserializer(self.raw_payload)
+        return self._payload
+
+    @property
+    def deserialized(self) -> bool:
+        return self._payload is not _UNSET
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return _from_ms(self.timestamp_ms)
+
+    @property
+    def receive_time(self) -> datetime | None:
+        return _from_ms(self.receive_time_ms)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _ITEM_NAMES:
+            raise KeyError(f"params has no {name!r}; known keys: {', '.join(sorted(_ITEM_NAMES))}")
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"<Params {self.topic}/{self.partition}@{self.offset}>"
+
+
+_ITEM_NAMES = frozenset(
+    {"payload", "raw_payload", "key", "headers", "topic", "partition", "offset", "timestamp", "receive_time"}
+)
+
+
+class ParamsBatch(Sequence[Params]):
+    """The messages one consumer run handles, in offset order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[Params]) -> None:
+        self._items = list(items)
+
+    @overload
+    def __getitem__(self, index: int) -> Params: ...
+    @overload
+    def __getitem__(self, index: slice) -> ParamsBatch: ...
+    def __getitem__(self, index: int | slice) -> Params | ParamsBatch:
+        if isinstance(index, slice):
+            return ParamsBatch(self._items[index])
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Params]:
+        return iter(self._items)
+
+    @property
+    def payloads(self) -> list[Any]:
+        return [p.payload for p in self._items]
+
+    def __repr__(self) -> str:
+        return f"<ParamsBatch of {len(self._items)}>"

@@ -1,0 +1,56 @@
+"""A consumer group: the topics one Kafka consumer subscribes to, under group id <client_id>_<name>."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .topic import Topic, build_topic
+
+if TYPE_CHECKING:
+    from ..consumer import BaseConsumer
+
+
+class ConsumerGroup:
+    def __init__(
+        self,
+        name: str,
+        client_id: str,
+        *,
+        default_backend: str,
+        has_celery: bool,
+        on_route: Callable[[Topic], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.id = f"{client_id}_{name}"
+        self.topics: dict[str, Topic] = {}
+        self._default_backend = default_backend
+        self._has_celery = has_celery
+        self._on_route = on_route
+
+    def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Topic:
+        if name in self.topics:
+            raise ConfigError([f"topic {name!r} is routed twice in consumer group {self.name!r}; route it once"])
+        route = build_topic(
+            name,
+            group_name=self.name,
+            group_id=self.id,
+            default_backend=self._default_backend,
+            has_celery=self._has_celery,
+            options={**options, "consumer": consumer},
+        )
+        self.topics[name] = route
+        if self._on_route is not None:
+            self._on_route(route)
+        return route
+
+    def __enter__(self) -> ConsumerGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and not self.topics:
+            raise ConfigError([f"consumer group {self.name!r} routes no topic; add group.topic(...) inside it"])
+
+    def __repr__(self) -> str:
+        return f"<ConsumerGroup {self.id} topics={list(self.topics)}>"

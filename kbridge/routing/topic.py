@@ -1,0 +1,126 @@
+"""A topic route: the consumer class and the delivery options for one topic of one group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..params import Deserializer, json_deserializer
+from .names import name_problem
+
+if TYPE_CHECKING:
+    from ..consumer import BaseConsumer
+
+BACKENDS = ("celery", "inline")
+
+DEFAULTS: dict[str, Any] = {
+    "backend": None,  # resolved by the app: "celery" when a Celery app is given, else "inline"
+    "deserializer": json_deserializer,
+    "batch_consuming": False,
+    "queue": None,
+    "timeout": 60.0,
+    "max_retries": 3,
+    "retry_backoff": 2.0,
+    "retry_backoff_max": 600.0,
+    "dead_letter_topic": None,  # "<topic>.dlq"
+    "start_from_beginning": True,
+}
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    group_name: str
+    group_id: str
+    consumer: type[BaseConsumer]
+    backend: str
+    deserializer: Deserializer = json_deserializer
+    batch_consuming: bool = False
+    queue: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 3
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 600.0
+    dead_letter_topic: str = ""
+    start_from_beginning: bool = True
+
+    @property
+    def route_id(self) -> str:
+        """The id on the wire; the worker looks the route up by it."""
+        return f"{self.group_id}/{self.name}"
+
+    @property
+    def shadow(self) -> str:
+        """The task name shown in logs and Flower."""
+        return f"{self.group_name}/{self.name}"
+
+
+def build_topic(
+    name: str, *, group_name: str, group_id: str, default_backend: str, has_celery: bool, options: dict[str, Any]
+) -> Topic:
+    """Validate every option at once and build the route."""
+    from ..consumer import BaseConsumer
+
+    problems: list[str] = []
+    where = f"topic {name!r} in consumer group {group_name!r}"
+    if (p := name_problem("topic name", name)) is not None:
+        problems.append(p)
+    unknown = sorted(set(options) - set(DEFAULTS) - {"consumer"})
+    if unknown:
+        problems.append(f"{where}: unknown option(s) {', '.join(unknown)}; known: consumer, {', '.join(DEFAULTS)}")
+    opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+
+    consumer = options.get("consumer")
+    if consumer is None:
+        problems.append(f"{where}: consumer= is required (a BaseConsumer subclass)")
+    elif not (isinstance(consumer, type) and issubclass(consumer, BaseConsumer)):
+        problems.append(f"{where}: consumer must be a BaseConsumer subclass, got {consumer!r}")
+    elif consumer.perform is BaseConsumer.perform:
+        problems.append(f"{where}: {consumer.__name__} does not implement perform()")
+
+    backend = opts["backend"] or default_backend
+    if backend not in BACKENDS:
+        problems.append(f"{where}: backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    elif backend == "celery" and not has_celery:
+        problems.append(f"{where}: backend 'celery' needs KBridge(celery=<your Celery app>)")
+    if not callable(opts["deserializer"]):
+        problems.append(f"{where}: deserializer must be a callable taking bytes, got {opts['deserializer']!r}")
+    for key in ("batch_consuming", "start_from_beginning"):
+        if not isinstance(opts[key], bool):
+            problems.append(f"{where}: {key} must be True or False, got {opts[key]!r}")
+    if opts["queue"] is not None and (not isinstance(opts["queue"], str) or not opts["queue"]):
+        problems.append(f"{where}: queue must be a non-empty string, got {opts['queue']!r}")
+    for key in ("timeout", "retry_backoff", "retry_backoff_max"):
+        if not _positive_number(opts[key]):
+            problems.append(f"{where}: {key} must be a number of seconds > 0, got {opts[key]!r}")
+    if not (isinstance(opts["max_retries"], int) and not isinstance(opts["max_retries"], bool)
+            and opts["max_retries"] >= 0):
+        problems.append(f"{where}: max_retries must be an integer >= 0, got {opts['max_retries']!r}")
+    dlq = opts["dead_letter_topic"] or f"{name}.dlq"
+    if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
+        problems.append(f"{where}: {p}")
+    if problems:
+        raise ConfigError(problems)
+
+    return Topic(
+        name=name,
+        group_name=group_name,
+        group_id=group_id,
+        consumer=consumer,  # type: ignore[arg-type]
+        backend=backend,
+        deserializer=opts["deserializer"],
+        batch_consuming=opts["batch_consuming"],
+        queue=opts["queue"],
+        timeout=float(opts["timeout"]),
+        max_retries=opts["max_retries"],
+        retry_backoff=float(opts["retry_backoff"]),
+        retry_backoff_max=float(opts["retry_backoff_max"]),
+        dead_letter_topic=dlq,
+        start_from_beginning=opts["start_from_beginning"],
+    )
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+

@@ -1,0 +1,1 @@
+"""Helpers for testing kbridge apps against real services."""
