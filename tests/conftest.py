@@ -1,0 +1,1 @@
+"""Shared fixtures: one broker and one Redis per session (kbridge.testing.pytest_plugin)."""
