@@ -45,7 +45,7 @@ def check_round(pipeline: PipelineRun, topic: str, n: int) -> None:
 
 
 def produce_tracked(pipeline: PipelineRun, topic: str, values: list[bytes]):  # type: ignore[no-untyped-def]
-    """Produce with the value's index as key, then read each message's (partition, offset) back."""
+    """Produce, then note each message's (partition, offset) and whether the filter should accept it."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=pipeline.kafka.bootstrap, linger_ms=5)
