@@ -1,4 +1,4 @@
-"""Every error kbridge raises on purpose derives from KBridgeError, so callers can catch ours apart from library noise."""
+"""Every error kbridge raises on purpose derives from KBridgeError, so callers can tell ours from library noise."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from ..errors import EnqueueError
 from ..interchange import to_wire
 from ..params import Params
 from ..routing.topic import Topic
-from ..worker import TASK_NAME, HARD_LIMIT_GRACE
+from ..worker import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
     from celery import Celery

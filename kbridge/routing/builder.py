@@ -22,7 +22,9 @@ class Builder:
         if (problem := name_problem("consumer group name", name)) is not None:
             raise ConfigError([problem])
         if name in self.groups:
-            raise ConfigError([f"consumer group {name!r} is declared twice; declare it once and route all its topics there"])
+            raise ConfigError(
+                [f"consumer group {name!r} is declared twice; declare it once and route all its topics there"]
+            )
         group = ConsumerGroup(
             name, self.client_id, default_backend=self._default_backend, has_celery=self._has_celery,
             on_route=self.register,
