@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .backends import Backend
 from .backends.inline import InlineBackend
 from .config import Settings
+from .dlq import DeadLetters
 from .routing import Builder, ConsumerGroup, Topic
 from .worker import register_task
 
@@ -22,21 +23,11 @@ class KBridge:
         client_id: str,
         kafka: dict[str, Any],
         celery: Celery | None = None,
-        *,
-        shutdown_timeout: float | None = None,
-        max_poll_records: int | None = None,
-        poll_timeout: float | None = None,
-        enqueue_backoff_max: float | None = None,
+        **settings: Any,
     ) -> None:
-        given = {
-            "shutdown_timeout": shutdown_timeout,
-            "max_poll_records": max_poll_records,
-            "poll_timeout": poll_timeout,
-            "enqueue_backoff_max": enqueue_backoff_max,
-        }
-        self.settings = Settings.build(
-            client_id=client_id, kafka=kafka, **{k: v for k, v in given.items() if v is not None}
-        )
+        """settings: shutdown_timeout, max_poll_records, poll_timeout, enqueue_backoff_max,
+        dead_letter_timeout. Every problem, unknown keys included, is reported at once."""
+        self.settings = Settings.build({"client_id": client_id, "kafka": kafka, **settings})
         self.celery = celery
         self.routes = Builder(
             self.settings.client_id,
@@ -44,6 +35,7 @@ class KBridge:
             has_celery=celery is not None,
         )
         self._backends: dict[str, Backend] = {}
+        self.dead_letters = DeadLetters(self.settings)
         if celery is not None:
             # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
             self.perform_task = register_task(celery, self)
@@ -68,7 +60,7 @@ class KBridge:
                 assert self.celery is not None  # checked when the route was built
                 self._backends[name] = CeleryBackend(self.celery)
             else:
-                self._backends[name] = InlineBackend()
+                self._backends[name] = InlineBackend(self.dead_letters)
         return self._backends[name]
 
     def __repr__(self) -> str:

@@ -24,3 +24,14 @@ class UnknownRouteError(KBridgeError):
 
 class EnqueueError(KBridgeError):
     """The backend could not confirm that a message was handed over."""
+
+
+class DeserializationError(KBridgeError):
+    """A payload the topic's deserializer cannot read. Retrying cannot help, so it is dead-lettered at once."""
+
+
+class PerformTimeout(KBridgeError):
+    """perform() ran past its topic's timeout on the inline backend."""
+
+    def __init__(self, message: str = "perform() ran past its topic's timeout") -> None:
+        super().__init__(message)

@@ -1,16 +1,33 @@
 """The wrapper every perform() runs in, on both backends (SidekiqGlass's role).
 
-It guarantees the reentrancy hook: after_failure(exc) sees every failure, then the
-error goes on unchanged so the backend's retry policy decides what happens next.
+- reentrancy: after_failure(exc) sees every failure, timeouts included;
+- retries: exponential backoff with jitter, up to the topic's max_retries;
+- then the dead-letter topic. A payload that cannot be deserialized is dead-lettered
+  at once: retrying cannot fix it.
+
+The celery backend applies this policy in kbridge.worker with Celery's own retry;
+the inline backend applies it here, in the listener.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+from typing import TYPE_CHECKING
 
 from .consumer import BaseConsumer
+from .deadline import deadline
+from .errors import DeserializationError
+from .params import ParamsBatch
+
+if TYPE_CHECKING:
+    from .dlq import DeadLetters
+    from .routing.topic import Topic
 
 log = logging.getLogger("kbridge.glass")
+
+NOT_RETRIED = (DeserializationError,)
 
 
 def run(consumer: BaseConsumer) -> None:
@@ -22,3 +39,39 @@ def run(consumer: BaseConsumer) -> None:
         except Exception:
             log.exception("%s.after_failure raised while handling %r", type(consumer).__name__, exc)
         raise
+
+
+def should_retry(route: Topic, exc: BaseException, retries_done: int) -> bool:
+    return not isinstance(exc, NOT_RETRIED) and retries_done < route.max_retries
+
+
+def backoff(route: Topic, retries_done: int) -> float:
+    """Exponential, with equal jitter so workers retrying together spread out but never retry at once."""
+    ceiling = min(route.retry_backoff_max, route.retry_backoff * 2.0**retries_done)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def run_inline(route: Topic, batch: ParamsBatch, dead_letters: DeadLetters) -> int:
+    """Run perform() under the policy; returns the number of attempts made.
+
+    Raises only if dead-lettering itself failed, so the listener holds the messages.
+    """
+    retries = 0
+    while True:
+        try:
+            with deadline(route.timeout, f"{route.consumer.__name__}.perform on {route.shadow}"):
+                run(route.consumer(route, batch))
+            return retries + 1
+        except Exception as exc:
+            if should_retry(route, exc, retries):
+                delay = backoff(route, retries)
+                log.warning(
+                    "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
+                    route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, delay,
+                )
+                time.sleep(delay)
+                retries += 1
+                continue
+            for params in batch:
+                dead_letters.send(route.dead_letter_topic, params, exc, retries + 1, route.group_id)
+            return retries + 1

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
+from .errors import DeserializationError
+
 Deserializer = Callable[[bytes], Any]
 
 _UNSET: Any = object()
@@ -62,7 +64,17 @@ class Params:
     @property
     def payload(self) -> Any:
         if self._payload is _UNSET:
-            self._payload = None if self.raw_payload is None else self._deserializer(self.raw_payload)
+            if self.raw_payload is None:
+                self._payload = None
+            else:
+                try:
+                    self._payload = self._deserializer(self.raw_payload)
+                except Exception as exc:
+                    name = getattr(self._deserializer, "__name__", repr(self._deserializer))
+                    raise DeserializationError(
+                        f"payload of {self.topic}-{self.partition}@{self.offset} cannot be read by {name}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
         return self._payload
 
     @property

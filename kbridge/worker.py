@@ -1,17 +1,27 @@
 """The one Celery task, kbridge.perform, registered on the user's own Celery app.
 
 It only ever runs consumers routed in this process's app: the route id on the
-wire is looked up, never trusted as an import path.
+wire is looked up, never trusted as an import path. A task naming an unknown
+route is refused and its messages dead-lettered.
+
+Failures follow glass's policy with Celery's own retry (the attempt count is the
+task's `retries` header). After the last attempt the messages are dead-lettered
+and the task acked. A hard time limit requeues the message (acks_on_timeout=False)
+rather than dropping it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from celery.signals import worker_process_shutdown
+
 from . import glass
+from .errors import UnknownRouteError
 from .interchange import from_wire
-from .params import ParamsBatch
+from .params import Params, ParamsBatch
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -20,6 +30,7 @@ if TYPE_CHECKING:
 
 TASK_NAME = "kbridge.perform"
 HARD_LIMIT_GRACE = 10.0  # seconds between the soft limit (after_failure runs) and the hard kill
+DEAD_LETTER_RETRY_BACKOFF = 5.0
 
 log = logging.getLogger("kbridge.worker")
 
@@ -30,11 +41,53 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
+        acks_on_timeout=False,
         serializer="json",
     )
     def perform(task: Any, route_id: str, messages: list[dict[str, Any]]) -> None:
-        route = kbridge_app.routes.find(route_id)
+        retries: int = task.request.retries or 0
+        try:
+            route = kbridge_app.routes.find(route_id)
+        except UnknownRouteError as exc:
+            log.error("refused task %s: %s", task.request.id, exc)
+            batch = ParamsBatch([from_wire(m) for m in messages])
+            _dead_letter(task, kbridge_app, batch, exc, retries + 1, lambda p: f"{p.topic}.dlq", "unknown")
+            return
         batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
-        glass.run(route.consumer(route, batch))
+        try:
+            glass.run(route.consumer(route, batch))
+            return
+        except Exception as exc:
+            if glass.should_retry(route, exc, retries):
+                countdown = glass.backoff(route, retries)
+                log.warning(
+                    "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
+                    route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, countdown,
+                )
+                raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+            failure = exc
+        _dead_letter(task, kbridge_app, batch, failure, retries + 1, lambda p: route.dead_letter_topic, route.group_id)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _close_producer(**_: Any) -> None:
+        kbridge_app.dead_letters.close()
 
     return perform
+
+
+def _dead_letter(
+    task: Any,
+    kbridge_app: KBridge,
+    batch: ParamsBatch,
+    error: BaseException,
+    attempts: int,
+    topic_for: Callable[[Params], str],
+    group_id: str,
+) -> None:
+    """Dead-letter every message; if Kafka does not take them, retry the task rather than ack it."""
+    try:
+        for params in batch:
+            kbridge_app.dead_letters.send(topic_for(params), params, error, attempts, group_id)
+    except Exception as exc:
+        log.error("could not dead-letter %s: %s: %s; retrying the task", batch, type(exc).__name__, exc)
+        raise task.retry(exc=exc, countdown=DEAD_LETTER_RETRY_BACKOFF, max_retries=None) from exc

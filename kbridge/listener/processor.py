@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import tenacity
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from ..errors import ConfigError
 from ..interchange import params_from_record
@@ -37,6 +38,7 @@ class Stats:
     fetched: int = 0
     filtered: int = 0
     enqueued: int = 0
+    dead_lettered: int = 0
     committed_offsets: dict[str, int] = field(default_factory=dict)
 
 
@@ -58,11 +60,14 @@ class GroupProcessor:
         self._held: dict[TopicPartition, _Held] = {}
         self._wait = tenacity.wait_exponential_jitter(initial=0.5, max=app.settings.enqueue_backoff_max)
         self.consumer: KafkaConsumer | None = None
+        self._commit_failing = False
 
     # -- lifecycle -------------------------------------------------------
 
     def run(self) -> None:
-        self.consumer = self._connect()
+        self.consumer = self._connect_with_backoff()
+        if self.consumer is None:
+            return  # stopped while Kafka was unreachable
         self.consumer.subscribe(topics=list(self.group.topics), listener=_Rebalance(self))
         log.info("consumer group %s listening to %s", self.group.id, ", ".join(self.group.topics))
         try:
@@ -85,6 +90,27 @@ class GroupProcessor:
             self._handle(tp, route, [params_from_record(r, route.deserializer, now_ms) for r in records])
         self.commit()
 
+    def _connect_with_backoff(self) -> KafkaConsumer | None:
+        """Kafka down at start is a state to wait out with backoff, not a crash loop."""
+        attempts = 0
+        while not self.stop.is_set():
+            try:
+                consumer = self._connect()
+            except (KafkaTimeoutError, KafkaConnectionError):
+                attempts += 1
+                delay = self._backoff(attempts)
+                if attempts == 1 or attempts % 10 == 0:
+                    log.warning(
+                        "consumer group %s: no Kafka broker reachable at %s (attempt %d); retrying in %.1fs",
+                        self.group.id, self.app.settings.kafka.get("bootstrap_servers"), attempts, delay,
+                    )
+                self.stop.wait(delay)
+                continue
+            if attempts:
+                log.warning("consumer group %s: Kafka reachable again after %d attempt(s)", self.group.id, attempts)
+            return consumer
+        return None
+
     def _connect(self) -> KafkaConsumer:
         starts = {t.start_from_beginning for t in self.group.topics.values()}
         if len(starts) > 1:
@@ -93,7 +119,7 @@ class GroupProcessor:
                 "Kafka applies it per consumer group, so put those topics in separate groups"
             ])
         return KafkaConsumer(
-            **{"client_id": self.app.settings.client_id, **self.app.settings.kafka},
+            **self.app.settings.consumer_config(),
             group_id=self.group.id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if starts.pop() else "latest",
@@ -129,15 +155,13 @@ class GroupProcessor:
                 passed = [m for m in messages if self._accepts(route, m)]
                 if passed:
                     backend.enqueue(route, passed)
-                self._count(len(passed), len(messages) - len(passed))
+                    self.stats.enqueued += len(passed)
                 done = len(messages)
             else:
                 for m in messages:
                     if self._accepts(route, m):
                         backend.enqueue(route, [m])
-                        self._count(1, 0)
-                    else:
-                        self._count(0, 1)
+                        self.stats.enqueued += 1
                     done += 1
         except Exception as exc:
             return messages[done:], f"{type(exc).__name__}: {exc}"
@@ -147,13 +171,18 @@ class GroupProcessor:
         return None
 
     def _accepts(self, route: Topic, message: Params) -> bool:
+        """Run the filters. A filter that raises dead-letters the message (rule 5): not dropped, not retried."""
         if not route.consumer._filters:
             return True
-        return route.consumer(route, ParamsBatch([message])).run_filters()
-
-    def _count(self, enqueued: int, filtered: int) -> None:
-        self.stats.enqueued += enqueued
-        self.stats.filtered += filtered
+        try:
+            accepted = route.consumer(route, ParamsBatch([message])).run_filters()
+        except Exception as exc:
+            self.app.dead_letters.send(route.dead_letter_topic, message, exc, 1, route.group_id)
+            self.stats.dead_lettered += 1
+            return False
+        if not accepted:
+            self.stats.filtered += 1
+        return accepted
 
     # -- holding and retrying -------------------------------------------
 
@@ -197,7 +226,18 @@ class GroupProcessor:
         pending = self.offsets.pending(only)
         if not pending:
             return
-        self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in pending.items()})
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in pending.items()})
+        except KafkaError as exc:
+            # Not committed is safe: the offsets stay pending and the next tick tries again.
+            if not self._commit_failing:
+                log.warning("consumer group %s: commit failed (%s: %s); will retry", self.group.id,
+                            type(exc).__name__, exc)
+            self._commit_failing = True
+            return
+        if self._commit_failing:
+            log.warning("consumer group %s: commits succeed again", self.group.id)
+            self._commit_failing = False
         self.offsets.committed(pending)
         for tp, o in pending.items():
             self.stats.committed_offsets[f"{tp.topic}-{tp.partition}"] = o
@@ -210,7 +250,10 @@ class GroupProcessor:
 
     def summary(self) -> str:
         s = self.stats
-        return f"fetched={s.fetched} enqueued={s.enqueued} filtered={s.filtered} held={len(self._held)}"
+        return (
+            f"fetched={s.fetched} enqueued={s.enqueued} filtered={s.filtered} "
+            f"dead_lettered={s.dead_lettered} held={len(self._held)}"
+        )
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -56,6 +56,7 @@ class Server:
         deadline = time.monotonic() + self.app.settings.shutdown_timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        self.app.dead_letters.close()
         if any(t.is_alive() for t in threads):
             log.error(
                 "shutdown_timeout of %.1fs passed with groups still stopping; exiting with code %d",

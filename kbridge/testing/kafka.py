@@ -60,9 +60,16 @@ def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int
     return {tp: om.offset for tp, om in offsets.items() if om is not None and om.offset >= 0}
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition", alive=()):  # type: ignore[no-untyped-def]
+    """Poll predicate until truthy; fail early, with its log, if a process in alive exits."""
     deadline = time.monotonic() + timeout
     while True:
+        for proc in alive:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                raise AssertionError(
+                    f"{proc.name} exited with code {proc.proc.returncode} while waiting for {what}; "
+                    f"log:\n{proc.log()[-4000:]}"
+                )
         value = predicate()
         if value:
             return value

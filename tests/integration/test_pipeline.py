@@ -29,7 +29,8 @@ def check_round(pipeline: PipelineRun, topic: str, n: int) -> None:
     listener = pipeline.listener(topic)
     try:
         started = time.monotonic()
-        wait_until(lambda: set(pipeline.seen(topic)) >= keep, 120, what=f"{len(keep)} performs on {topic}")
+        wait_until(lambda: set(pipeline.seen(topic)) >= keep, 120, what=f"{len(keep)} performs on {topic}",
+                   alive=[listener])
         pipeline.wait_all_committed(topic, written)
         elapsed = time.monotonic() - started
     finally:
@@ -53,7 +54,7 @@ def produce_tracked(pipeline: PipelineRun, topic: str, values: list[bytes]):  # 
     producer.flush()
     written: dict[int, list[int]] = {}
     keep: set[tuple[int, int]] = set()
-    for value, fut in zip(values, futures):
+    for value, fut in zip(values, futures, strict=True):
         md = fut.get(timeout=30)
         written.setdefault(md.partition, []).append(md.offset)
         if not json.loads(value)["skip"]:
@@ -77,7 +78,7 @@ def test_binary_payload_reaches_perform_byte_for_byte(pipeline: PipelineRun, cel
     written = pipeline.produce(topic, values)
     listener = pipeline.listener(topic)
     try:
-        wait_until(lambda: len(pipeline.extra(topic)) == len(values), 60, what="binary performs")
+        wait_until(lambda: len(pipeline.extra(topic)) == len(values), 60, what="binary performs", alive=[listener])
     finally:
         listener.stop()
     got = pipeline.extra(topic)
@@ -92,7 +93,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(pipeline: PipelineRun, ce
     written, keep = produce_tracked(pipeline, topic, values)
 
     first = pipeline.listener(topic, name="listener-1")
-    wait_until(lambda: len(pipeline.seen(topic)) >= 200, 60, interval=0.05, what="first performs")
+    wait_until(lambda: len(pipeline.seen(topic)) >= 200, 60, interval=0.05, what="first performs", alive=[first])
     first.signal(signal.SIGTERM)
     assert first.wait(60) == 0, first.log()[-3000:]
     committed_at_stop = sum(pipeline.committed(topic).values())
@@ -101,7 +102,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(pipeline: PipelineRun, ce
 
     second = pipeline.listener(topic, name="listener-2")
     try:
-        wait_until(lambda: set(pipeline.seen(topic)) >= keep, 120, what="all performs after restart")
+        wait_until(lambda: set(pipeline.seen(topic)) >= keep, 120, what="all performs after restart", alive=[second])
         pipeline.wait_all_committed(topic, written)
     finally:
         assert second.stop() == 0
