@@ -49,7 +49,7 @@ class KBridge:
 
     def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Topic:
         """Shorthand: a consumer group named after the topic, holding just that topic."""
-        return self.routes.consumer_group(name).topic(name, consumer, **options)
+        return self.routes.topic_group(name, consumer, options)
 
     def backend(self, name: str) -> Backend:
         """One backend instance per kind, built on first use in the process that uses it."""

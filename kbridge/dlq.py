@@ -34,7 +34,9 @@ FAILED_AT = "kbridge-failed-at"
 MAX_ERROR_MESSAGE = 2000
 
 
-def dead_letter_headers(params: Params, error: BaseException, attempts: int, group_id: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    params: Params, error: BaseException, attempts: int, group_id: str
+) -> list[tuple[str, bytes | None]]:
     """The original headers (minus earlier kbridge ones) followed by this failure's."""
     kept = [(k, v) for k, v in params.headers.items() if not k.startswith(HEADER_PREFIX)]
     ours = {

@@ -27,7 +27,17 @@ def _pack(raw: bytes | None) -> tuple[str | None, bool]:
 def _unpack(text: str | None, b64: bool) -> bytes | None:
     if text is None:
         return None
+    if not isinstance(text, str):
+        raise TypeError(f"expected text, got {type(text).__name__}")
     return base64.b64decode(text, validate=True) if b64 else text.encode("utf-8")
+
+
+def _millis(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected milliseconds as a number, got {value!r}")
+    return value
 
 
 def params_from_record(record: Any, deserializer: Deserializer, receive_time_ms: float | None = None) -> Params:
@@ -75,9 +85,9 @@ def from_wire(data: Any, deserializer: Deserializer = json_deserializer) -> Para
             offset=int(data["offset"]),
             raw_payload=_unpack(data["payload"], bool(data.get("payload_b64"))),
             key=_unpack(data.get("key"), bool(data.get("key_b64"))),
-            headers={str(n): _unpack(v, bool(b)) or b"" for n, v, b in data.get("headers") or []},
-            timestamp_ms=data.get("timestamp"),
-            receive_time_ms=data.get("receive_time"),
+            headers={str(n): _unpack(v, bool(b)) for n, v, b in data.get("headers") or []},
+            timestamp_ms=_millis(data.get("timestamp")),
+            receive_time_ms=_millis(data.get("receive_time")),
             deserializer=deserializer,
         )
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:

@@ -21,7 +21,7 @@ def load_app(spec: str | None) -> KBridge:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name == module_name or (exc.name and module_name.startswith(exc.name + ".")):
             raise KBridgeError(f"cannot import module {module_name!r} from app {spec!r}: {exc}; {HINT}") from exc
         raise
     if attr:

@@ -45,8 +45,8 @@ class Params:
         offset: int,
         raw_payload: bytes | None,
         key: bytes | None = None,
-        headers: dict[str, bytes] | None = None,
-        timestamp_ms: int | None = None,
+        headers: dict[str, bytes | None] | None = None,
+        timestamp_ms: float | None = None,
         receive_time_ms: float | None = None,
         deserializer: Deserializer = json_deserializer,
     ) -> None:

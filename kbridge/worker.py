@@ -39,6 +39,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
     @celery_app.task(
         name=TASK_NAME,
         bind=True,
+        shared=False,  # each Celery app runs the routes of the KBridge app bound to it, not another's
         acks_late=True,
         reject_on_worker_lost=True,
         acks_on_timeout=False,

@@ -58,7 +58,7 @@ class GroupProcessor:
         self.stats = Stats()
         self.offsets = OffsetTracker()
         self._held: dict[TopicPartition, _Held] = {}
-        self._wait = tenacity.wait_exponential_jitter(initial=0.5, max=app.settings.enqueue_backoff_max)
+        self._wait = tenacity.wait_exponential_jitter(multiplier=0.5, max=app.settings.enqueue_backoff_max, jitter=0.5)
         self.consumer: KafkaConsumer | None = None
         self._commit_failing = False
 
@@ -113,6 +113,8 @@ class GroupProcessor:
 
     def _connect(self) -> KafkaConsumer:
         starts = {t.start_from_beginning for t in self.group.topics.values()}
+        if not starts:
+            raise ConfigError([f"consumer group {self.group.name!r} routes no topic; add group.topic(...)"])
         if len(starts) > 1:
             raise ConfigError([
                 f"consumer group {self.group.name!r} mixes start_from_beginning=True and False; "

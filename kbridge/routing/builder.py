@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, UnknownRouteError
 from .consumer_group import ConsumerGroup
 from .names import name_problem
 from .topic import Topic
+
+if TYPE_CHECKING:
+    from ..consumer import BaseConsumer
 
 
 class Builder:
@@ -32,6 +36,15 @@ class Builder:
         self.groups[name] = group
         return group
 
+    def topic_group(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any]) -> Topic:
+        """The app.topic() shorthand: a group named after the topic, registered only if the topic is valid."""
+        group = self.consumer_group(name)
+        try:
+            return group.topic(name, consumer, **options)
+        except ConfigError:
+            del self.groups[name]
+            raise
+
     def register(self, route: Topic) -> None:
         self._routes[route.route_id] = route
 
@@ -46,14 +59,14 @@ class Builder:
             ) from None
 
     def select(self, names: list[str] | None) -> list[ConsumerGroup]:
-        """The groups to listen to; every unknown name is reported at once."""
-        if not names:
-            return list(self.groups.values())
-        unknown = [n for n in names if n not in self.groups]
-        if unknown:
-            known = ", ".join(self.groups) or "none"
-            raise ConfigError([f"unknown consumer group {n!r}; this app has: {known}" for n in unknown])
-        return [self.groups[n] for n in names]
+        """The groups to listen to; every unknown or empty group is reported at once."""
+        known = ", ".join(self.groups) or "none"
+        problems = [f"unknown consumer group {n!r}; this app has: {known}" for n in names or [] if n not in self.groups]
+        chosen = [self.groups[n] for n in names if n in self.groups] if names else list(self.groups.values())
+        problems += [f"consumer group {g.name!r} routes no topic; add group.topic(...)" for g in chosen if not g.topics]
+        if problems:
+            raise ConfigError(problems)
+        return chosen
 
     def __iter__(self) -> Iterator[Topic]:
         return iter(self._routes.values())

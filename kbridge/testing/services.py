@@ -58,7 +58,11 @@ class LocalService:
             return
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for_port(self.port, 20.0, self.proc, self.name)
+        try:
+            wait_for_port(self.port, 20.0, self.proc, self.name)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def stop(self) -> None:
         if self.proc is None:
