@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from kbridge import BaseConsumer, KBridge
+from kbridge.errors import DeserializationError, UnknownRouteError
+from kbridge.interchange import to_wire
+from kbridge.params import Params
+from kbridge.worker import TASK_NAME
+
+KAFKA = {"bootstrap_servers": "x:1"}
+
+
+class Recorder(BaseConsumer):
+    seen: list[tuple[str, list[Params]]] = []
+
+    def perform(self) -> None:
+        type(self).seen.append((self.topic.route_id, list(self.params_batch)))
+
+
+def make_app(client_id: str = "shop", **topic_options: Any) -> tuple[KBridge, type[Recorder]]:
+    consumer = type("Rec", (Recorder,), {"seen": []})
+    app = KBridge(client_id=client_id, kafka=KAFKA, celery=Celery(client_id, broker="memory://"))
+    app.topic("users", consumer=consumer, **topic_options)
+    return app, consumer
+
+
+class FakeDeadLetters:
+    """Records what the worker dead-letters, instead of producing to Kafka."""
+
+    def __init__(self, app: KBridge) -> None:
+        self.sent: list[tuple[str, Params, BaseException, int, str]] = []
+        app.dead_letters = self  # type: ignore[assignment]
+
+    def send(self, topic: str, params: Params, error: BaseException, attempts: int, group_id: str) -> None:
+        self.sent.append((topic, params, error, attempts, group_id))
+
+
+def wire(offset: int, raw: bytes | None = b'{"n": 1}') -> dict[str, Any]:
+    return to_wire(Params(topic="users", partition=0, offset=offset, raw_payload=raw, key=b"\xff",
+                          headers={"h": b"\x00"}, timestamp_ms=1000))
+
+
+def test_task_is_registered_with_late_acks() -> None:
+    app, _ = make_app()
+    assert app.celery is not None
+    task = app.celery.tasks[TASK_NAME]
+    assert task.name == "kbridge.perform"
+    assert task.acks_late is True
+    assert task.reject_on_worker_lost is True
+    assert task.serializer == "json"
+
+
+def test_known_route_runs_perform_with_rebuilt_params() -> None:
+    app, consumer = make_app()
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(7)])
+    [(route_id, batch)] = consumer.seen
+    assert route_id == "shop_users/users"
+    [p] = batch
+    assert (p.topic, p.partition, p.offset, p.key, p.headers) == ("users", 0, 7, b"\xff", {"h": b"\x00"})
+    assert p.payload == {"n": 1}
+
+
+def test_worker_uses_the_routes_deserializer_lazily() -> None:
+    calls: list[bytes] = []
+
+    def deser(raw: bytes) -> str:
+        calls.append(raw)
+        return raw.decode().upper()
+
+    app, consumer = make_app(deserializer=deser)
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1, b"abc")])
+    [(_, [p])] = consumer.seen
+    assert calls == []
+    assert p.payload == "ABC" and calls == [b"abc"]
+
+
+def test_batch_of_messages_reaches_one_perform() -> None:
+    app, consumer = make_app(batch_consuming=True)
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2), wire(3)])
+    [(_, batch)] = consumer.seen
+    assert [p.offset for p in batch] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("route_id", ["shop_other/users", "users", "os:system"])
+def test_unknown_route_is_refused_dead_lettered_and_perform_never_runs(route_id: str) -> None:
+    app, consumer = make_app()
+    dead = FakeDeadLetters(app)
+    app.celery.tasks[TASK_NAME].run(route_id, [wire(1), wire(2)])
+    assert consumer.seen == []
+    assert [(topic, p.offset, type(e), n) for topic, p, e, n, _ in dead.sent] == [
+        ("users.dlq", 1, UnknownRouteError, 1),
+        ("users.dlq", 2, UnknownRouteError, 1),
+    ]
+    assert route_id in str(dead.sent[0][2])
+
+
+def fail(self: Recorder) -> None:
+    type(self).seen.append((self.topic.route_id, list(self.params_batch)))
+    raise RuntimeError("boom")
+
+
+def test_failure_without_retries_left_is_dead_lettered_and_acked() -> None:
+    app, consumer = make_app(max_retries=0)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(4)])  # returns: the task is acked
+    [(topic, p, error, attempts, group_id)] = dead.sent
+    assert (topic, p.offset, str(error), attempts, group_id) == ("users.dlq", 4, "boom", 1, "shop_users")
+
+
+def test_failure_with_retries_left_is_retried_not_dead_lettered() -> None:
+    app, consumer = make_app(max_retries=1)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    with pytest.raises(RuntimeError, match="boom"):  # called directly, Celery's retry re-raises the error
+        app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(4)])
+    assert dead.sent == []
+
+
+def test_eager_retries_run_max_retries_plus_one_times_then_dead_letter() -> None:
+    app, consumer = make_app(max_retries=2, retry_backoff=0.001)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
+    assert result.state == "SUCCESS"  # acked after dead-lettering
+    assert len(consumer.seen) == 3
+    [(topic, p, error, attempts, _)] = dead.sent
+    assert (topic, p.offset, str(error), attempts) == ("users.dlq", 4, "boom", 3)
+
+
+def test_unreadable_payload_is_dead_lettered_at_once() -> None:
+    app, consumer = make_app(max_retries=5)
+    consumer.perform = lambda self: self.params.payload  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(9, b"{not json")])
+    [(_, p, error, attempts, _)] = dead.sent
+    assert (p.offset, type(error), attempts) == (9, DeserializationError, 1)
+
+
+def test_two_apps_in_one_process_each_run_their_own_routes() -> None:
+    one, one_consumer = make_app("one")
+    two, two_consumer = make_app("two")
+    FakeDeadLetters(one), FakeDeadLetters(two)
+    one.celery.tasks[TASK_NAME].run("one_users/users", [wire(1)])
+    two.celery.tasks[TASK_NAME].run("two_users/users", [wire(2)])
+    assert [r for r, _ in one_consumer.seen] == ["one_users/users"]
+    assert [r for r, _ in two_consumer.seen] == ["two_users/users"]
+
+
+def test_task_is_not_registered_on_unrelated_celery_apps() -> None:
+    make_app()
+    assert TASK_NAME not in Celery("unrelated", broker="memory://").tasks
