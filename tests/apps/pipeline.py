@@ -9,6 +9,7 @@ tests can count performed, lost and duplicated messages.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
@@ -19,14 +20,18 @@ from kbridge.testing.kafka import FAST_GROUP
 
 RUN = os.environ.get("PIPELINE_RUN", "local")
 KAFKA = os.environ.get("PIPELINE_KAFKA", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("PIPELINE_REDIS", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("PIPELINE_REDIS", "redis://127.0.0.1:6379/0")  # where performs are recorded
+BROKER_URL = os.environ.get("PIPELINE_BROKER") or REDIS_URL  # the Celery broker; the outage test stops it
 QUEUE = f"kbridge-{RUN}"
 
-celery_app = Celery("pipeline", broker=REDIS_URL)
+celery_app = Celery("pipeline", broker=BROKER_URL)
 celery_app.conf.update(
     task_default_queue=QUEUE,
     worker_prefetch_multiplier=4,
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    # Unacked tasks of a worker that lost its broker connection come back after this long.
+    broker_transport_options={"visibility_timeout": 30},
     worker_hijack_root_logger=False,
 )
 
@@ -75,7 +80,62 @@ class BinaryConsumer(BaseConsumer):
         record(self, {f"{p.partition}:{p.offset}": p.payload.hex() for p in self.params_batch})
 
 
+class PlainConsumer(BaseConsumer):
+    """No filter: the payload is first parsed in the worker."""
+
+    def perform(self) -> None:
+        _ = self.params.payload
+        record(self)
+
+
+def _calls(consumer: BaseConsumer, what: str) -> int:
+    p = consumer.params
+    return int(store().hincrby(f"{RUN}:{what}:{p.topic}", f"{p.partition}:{p.offset}", 1))
+
+
+def _note_failure(consumer: BaseConsumer, exc: BaseException) -> None:
+    p = consumer.params
+    store().rpush(f"{RUN}:after_failure:{p.topic}:{p.partition}:{p.offset}", type(exc).__name__)
+
+
+class FailingConsumer(BaseConsumer):
+    def perform(self) -> None:
+        _calls(self, "attempts")
+        raise RuntimeError(f"always failing at offset {self.params.offset}")
+
+    def after_failure(self, exc: BaseException) -> None:
+        _note_failure(self, exc)
+
+
+class HangingOnceConsumer(BaseConsumer):
+    """The first attempt hangs past the timeout; the retry completes."""
+
+    def perform(self) -> None:
+        if _calls(self, "attempts") == 1:
+            time.sleep(60)
+        record(self)
+
+    def after_failure(self, exc: BaseException) -> None:
+        _note_failure(self, exc)
+
+
+class SlowConsumer(BaseConsumer):
+    """Publishes its pid, then works for a while: the window in which a test kills it."""
+
+    def perform(self) -> None:
+        p = self.params
+        store().rpush(f"{RUN}:started:{p.topic}:{p.partition}:{p.offset}", os.getpid())
+        time.sleep(4)
+        record(self)
+
+
 app.topic(f"{RUN}.events", consumer=RecordingConsumer)
 app.topic(f"{RUN}.inline", consumer=RecordingConsumer, backend="inline")
 app.topic(f"{RUN}.binary", consumer=BinaryConsumer, deserializer=raw_bytes)
 app.topic(f"{RUN}.stop", consumer=RecordingConsumer)
+app.topic(f"{RUN}.stream", consumer=RecordingConsumer)
+app.topic(f"{RUN}.poison", consumer=RecordingConsumer)
+app.topic(f"{RUN}.poison-worker", consumer=PlainConsumer)
+app.topic(f"{RUN}.failing", consumer=FailingConsumer, max_retries=2, retry_backoff=0.2, retry_backoff_max=0.5)
+app.topic(f"{RUN}.hanging", consumer=HangingOnceConsumer, timeout=1, retry_backoff=0.2)
+app.topic(f"{RUN}.slow", consumer=SlowConsumer)

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from kbridge.testing import processes
-from kbridge.testing.kafka import committed_offsets, create_topics, end_offsets, produce, wait_until
+from kbridge.testing.kafka import committed_offsets, create_topics, end_offsets, produce, read_topic, wait_until
 from kbridge.testing.services import KafkaService, RedisService
 
 APP = "tests.apps.pipeline:app"
@@ -24,10 +24,14 @@ class PipelineRun:
     run: str
     kafka: KafkaService
     redis_url: str
+    broker_url: str = ""  # the Celery broker, when it is not the recording Redis
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PIPELINE_RUN": self.run, "PIPELINE_KAFKA": self.kafka.bootstrap, "PIPELINE_REDIS": self.redis_url}
+        return {
+            "PIPELINE_RUN": self.run, "PIPELINE_KAFKA": self.kafka.bootstrap, "PIPELINE_REDIS": self.redis_url,
+            "PIPELINE_BROKER": self.broker_url,
+        }
 
     @property
     def queue(self) -> str:
@@ -56,6 +60,12 @@ class PipelineRun:
 
     def committed(self, topic: str) -> dict:  # type: ignore[type-arg]
         return committed_offsets(self.kafka.bootstrap, self.group_id(topic))
+
+    def store(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def dead_letters(self, topic: str, count: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
+        return read_topic(self.kafka.bootstrap, f"{topic}.dlq", count, timeout)
 
     def listener(self, topic: str, name: str = "listener") -> processes.Process:
         proc = processes.listener(APP, self.env, groups=[topic], name=name).start()
