@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -101,3 +102,41 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) ->
         return records
     finally:
         consumer.close()
+
+
+class Stream(threading.Thread):
+    """Produces values at a steady rate in the background, so faults hit a live stream.
+
+    After join(), written holds the (partition, offset) of every value, in order.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+        super().__init__(daemon=True, name=f"stream-{topic}")
+        self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
+        self.placed: list[tuple[int, int]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        try:
+            started = time.monotonic()
+            futures = []
+            for i, value in enumerate(self.values):
+                futures.append(producer.send(self.topic, value=value))
+                ahead = started + (i + 1) / self.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            producer.flush()
+            self.placed = [(md.partition, md.offset) for md in (f.get(timeout=30) for f in futures)]
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            producer.close()
+
+    def written(self) -> dict[int, list[int]]:
+        if self.error is not None:
+            raise self.error
+        out: dict[int, list[int]] = {}
+        for partition, offset in self.placed:
+            out.setdefault(partition, []).append(offset)
+        return out

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,3 +113,27 @@ def celery_worker(
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
     ]
     return Process(name, argv, child_env(env))
+
+
+class Supervisor(threading.Thread):
+    """Restarts a process whenever it exits, as systemd's Restart=always or Kubernetes would."""
+
+    def __init__(self, process: Process, interval: float = 0.5) -> None:
+        super().__init__(daemon=True, name=f"supervise-{process.name}")
+        self.process = process
+        self.interval = interval
+        self.restarts = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            proc = self.process.proc
+            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                self.process.kill_group()  # reap pool children the dead main process left behind
+                self.process.start()
+                self.restarts += 1
+
+    def stop(self) -> int | None:
+        self._stopping.set()
+        self.join(5)
+        return self.process.stop()

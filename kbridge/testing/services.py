@@ -142,15 +142,23 @@ def kafka_service(port: int | None = None) -> KafkaService:
     return svc
 
 
-def redis_service(port: int | None = None) -> RedisService:
-    """A started Redis: external if KBRIDGE_TEST_REDIS_URL is set, else a private one keeping nothing on disk."""
-    if os.environ.get(REDIS_ENV):
+def redis_service(port: int | None = None, persistent: bool = False) -> RedisService:
+    """A started Redis: external if KBRIDGE_TEST_REDIS_URL is set, else a private one.
+
+    persistent=True keeps an fsync-always append-only file, so the data (queued
+    tasks) survives a stop and start, as a production broker's would.
+    """
+    if os.environ.get(REDIS_ENV) and not persistent:
         return RedisService("redis", [], 0, "", external=True)
     port = port or free_port()
+    storage = (
+        ["--appendonly", "yes", "--appendfsync", "always", "--dir", tempfile.mkdtemp(prefix="kbridge-redis-")]
+        if persistent
+        else ["--appendonly", "no", "--dir", tempfile.gettempdir()]
+    )
     svc = RedisService(
         "redis",
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tempfile.gettempdir()],
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *storage],
         port,
         _log_path(f"redis-{port}"),
     )

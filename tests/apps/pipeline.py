@@ -30,12 +30,20 @@ celery_app.conf.update(
     worker_prefetch_multiplier=4,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
-    # Unacked tasks of a worker that lost its broker connection come back after this long.
-    broker_transport_options={"visibility_timeout": 30},
+    # Unacked tasks of a worker that lost its broker connection come back after
+    # visibility_timeout; kombu looks for them every interval x throttle seconds.
+    broker_transport_options={"visibility_timeout": 20, "unacked_restore_interval": 2, "unacked_restore_throttle": 1},
+    # Celery's own advice for acks_late tasks: requeue running tasks when the broker connection drops.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_hijack_root_logger=False,
 )
 
-app = KBridge(client_id=f"pipe-{RUN}", kafka={"bootstrap_servers": KAFKA, **FAST_GROUP}, celery=celery_app)
+app = KBridge(
+    client_id=f"pipe-{RUN}",
+    kafka={"bootstrap_servers": KAFKA, **FAST_GROUP},
+    celery=celery_app,
+    shutdown_timeout=float(os.environ.get("PIPELINE_SHUTDOWN_TIMEOUT", "30")),
+)
 
 _redis: redis.Redis | None = None
 
@@ -139,3 +147,6 @@ app.topic(f"{RUN}.poison-worker", consumer=PlainConsumer)
 app.topic(f"{RUN}.failing", consumer=FailingConsumer, max_retries=2, retry_backoff=0.2, retry_backoff_max=0.5)
 app.topic(f"{RUN}.hanging", consumer=HangingOnceConsumer, timeout=1, retry_backoff=0.2)
 app.topic(f"{RUN}.slow", consumer=SlowConsumer)
+app.topic(f"{RUN}.sleepy", consumer=SlowConsumer, backend="inline")
+app.topic(f"{RUN}.outage", consumer=RecordingConsumer)
+app.topic(f"{RUN}.pair", consumer=RecordingConsumer)
