@@ -102,3 +102,25 @@ def _celery_line(app: KBridge) -> str:
     if app.celery is None:
         return "none (inline backend)"
     return f"{app.celery.main} broker={app.celery.connection_for_write().as_uri()}"
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-letter topics."""
+
+
+@dlq.command()
+@app_option
+@click.argument("dlq_topic")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N dead letters.")
+def replay(app_spec: str | None, dlq_topic: str, limit: int | None) -> None:
+    """Re-produce dead-lettered messages to their origin topic."""
+    from .replay import replay as run_replay
+
+    app = _load(app_spec)
+    try:
+        result = run_replay(app.settings, dlq_topic, limit)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"replayed {result.replayed} message(s) from {dlq_topic}"
+               + (f"; skipped {result.skipped} without origin headers" if result.skipped else ""))

@@ -41,6 +41,11 @@ def finish(
     try:
         wait_until(lambda: set(pipeline.seen(topic)) >= keep, timeout, what=f"{len(keep)} performs", alive=[listener])
         pipeline.wait_all_committed(topic, written, timeout=60)
+    except AssertionError:
+        missing = sorted(keep - set(pipeline.seen(topic)))
+        print(f"[{name}] missing {len(missing)} of {len(keep)}, e.g. {missing[:10]}; "
+              f"committed={pipeline.committed(topic)} end={end_offsets(written, topic)}")
+        raise
     finally:
         rc = listener.stop()
     seen = pipeline.seen(topic)

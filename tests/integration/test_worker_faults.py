@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 import pytest
 from celery import Celery
@@ -15,7 +16,8 @@ from celery import Celery
 from kbridge.dlq import ATTEMPTS, ERROR_CLASS, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from kbridge.interchange import to_wire
 from kbridge.params import Params
-from kbridge.testing.kafka import wait_until
+from kbridge.testing import processes
+from kbridge.testing.kafka import read_topic, wait_until
 from kbridge.testing.processes import Process
 
 from .conftest import PipelineRun
@@ -150,3 +152,21 @@ def test_forged_task_with_unknown_route_is_refused_and_dead_lettered(
     assert h[ORIGIN_OFFSET] == b"7" and h["h"] == b"v"
     assert pipeline.seen(topic) == {}
     assert "refused task" in celery_worker.log() and "is not routed" in celery_worker.log()
+
+
+def test_dlq_replay_sends_dead_letters_back_to_their_origin(pipeline: PipelineRun) -> None:
+    """Runs after the failing scenario: its two dead letters go back to the failing topic."""
+    topic = pipeline.topic("failing")
+    dead = pipeline.dead_letters(topic, 2, timeout=5)
+    assert len(dead) == 2, "the failing scenario must run first"
+    cmd = processes.Process(
+        "replay",
+        [sys.executable, "-m", "kbridge", "dlq", "replay", f"{topic}.dlq", "--app", "tests.apps.pipeline:app"],
+        processes.child_env(pipeline.env),
+    ).start()
+    assert cmd.wait(60) == 0, cmd.log()
+    assert "replayed 2 message(s)" in cmd.log()
+    back = read_topic(pipeline.kafka.bootstrap, topic, 4)
+    replayed = back[2:]
+    assert sorted(r.value for r in replayed) == sorted(r.value for r in dead)
+    assert all(not k.startswith("kbridge-") for r in replayed for k, _ in r.headers)
