@@ -101,7 +101,8 @@ def info(app_spec: str | None) -> None:
 def _celery_line(app: KBridge) -> str:
     if app.celery is None:
         return "none (inline backend)"
-    return f"{app.celery.main} broker={app.celery.connection_for_write().as_uri()}"
+    conn = app.celery.connection_for_write()
+    return f"{app.celery.main} broker={conn.as_uri(include_password=not conn.password)}"
 
 
 @main.group()
