@@ -121,7 +121,8 @@ class GroupProcessor:
                 "Kafka applies it per consumer group, so put those topics in separate groups"
             ])
         return KafkaConsumer(
-            **self.app.settings.consumer_config(),
+            # Short bootstrap attempts keep a stop request responsive while Kafka is down.
+            **{"bootstrap_timeout_ms": 5000, **self.app.settings.consumer_config()},
             group_id=self.group.id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if starts.pop() else "latest",

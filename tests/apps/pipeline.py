@@ -31,8 +31,12 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
     # Unacked tasks of a worker that lost its broker connection come back after
-    # visibility_timeout; kombu looks for them every interval x throttle seconds.
-    broker_transport_options={"visibility_timeout": 20, "unacked_restore_interval": 2, "unacked_restore_throttle": 1},
+    # visibility_timeout; kombu looks for them every interval x throttle seconds, under a
+    # mutex that a worker dying mid-sweep holds until it expires.
+    broker_transport_options={
+        "visibility_timeout": 20, "unacked_restore_interval": 2, "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 15,
+    },
     # Celery's own advice for acks_late tasks: requeue running tasks when the broker connection drops.
     worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_hijack_root_logger=False,

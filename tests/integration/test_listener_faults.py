@@ -16,7 +16,7 @@ import pytest
 from kbridge.testing import processes
 from kbridge.testing.kafka import Stream, end_offsets, wait_until
 from kbridge.testing.processes import Process
-from kbridge.testing.services import redis_service
+from kbridge.testing.services import free_port, kafka_service, redis_service
 
 from .conftest import CELERY_APP, PipelineRun
 
@@ -163,3 +163,31 @@ def test_shutdown_timeout_exits_with_code_2(pipeline: PipelineRun) -> None:
     assert rc == 2
     assert took < 3.5, "it waited for perform instead of honouring shutdown_timeout"
     assert "shutdown_timeout of 1.0s passed" in listener.log()
+
+
+def test_kafka_unreachable_at_start_is_waited_out(pipeline: PipelineRun) -> None:
+    """The listener starts before its broker exists, backs off with a clear line, then consumes."""
+    port = free_port()
+    topic = pipeline.topic("inline")
+    env = {**pipeline.env, "PIPELINE_KAFKA": f"127.0.0.1:{port}"}
+    listener = processes.listener("tests.apps.pipeline:app", env, groups=[topic]).start()
+    broker = None
+    try:
+        listener.wait_for_log("no Kafka broker reachable", timeout=60)
+        time.sleep(3)
+        assert listener.proc is not None and listener.proc.poll() is None, "the listener gave up"
+        broker = kafka_service(port)
+        run = dataclasses.replace(pipeline, kafka=broker)
+        run.create(topic, 1)
+        written = run.produce(topic, events(100))[0]
+        keep = {(0, o) for i, o in enumerate(written) if i % 10}
+        wait_until(lambda: {k for k in run.seen(topic) if k in keep} == keep, 90, what="performs after Kafka came up",
+                   alive=[listener])
+        print(f"\n[kafka-unreachable-at-start] produced=100 performed={len(keep)} lost=0 "
+              f"reachable-again logged={'Kafka reachable again' in listener.log()}")
+    finally:
+        assert listener.stop() == 0, listener.log()[-3000:]
+        if broker is not None:
+            broker.stop()
+    assert "Kafka reachable again" in listener.log()
+    assert listener.log().count("no Kafka broker reachable") <= 3, "one line per state change, not a storm"
