@@ -23,7 +23,15 @@ class UnknownRouteError(KBridgeError):
 
 
 class EnqueueError(KBridgeError):
-    """The backend could not confirm that a message was handed over."""
+    """The backend could not confirm that every message was handed over.
+
+    confirmed counts the leading messages that were, so the listener neither
+    re-enqueues them nor commits past the first one that was not.
+    """
+
+    def __init__(self, message: str, confirmed: int = 0) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
 
 
 class DeserializationError(KBridgeError):

@@ -1,42 +1,82 @@
-"""Publishes the kbridge.perform task through the user's own Celery app."""
+"""Publishes the kbridge.perform task through the user's own Celery app.
+
+One task per message, or one per partition batch with batch_consuming. A whole
+poll batch is handed over in one call: to a Redis broker through one pipeline
+(redis_pipeline), elsewhere through Celery's apply_async on one held producer,
+inside kombu's producer batch, with publisher confirms on AMQP brokers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EnqueueError
 from ..interchange import to_wire
 from ..params import Params
 from ..routing.topic import Topic
 from ..worker import HARD_LIMIT_GRACE, TASK_NAME
+from . import redis_pipeline
 
 if TYPE_CHECKING:
     from celery import Celery
+    from kombu.connection import Connection
 
 
 class CeleryBackend:
     def __init__(self, celery_app: Celery) -> None:
         self.celery_app = celery_app
+        self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
+        self._connection: Connection | None = None
 
     def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
-        task = self.celery_app.tasks[TASK_NAME]
         units = [messages] if route.batch_consuming else [[m] for m in messages]
-        for unit in units:
-            try:
-                # retry=False: a broker outage must surface here, so the listener
-                # pauses the partition instead of kombu retrying behind its back.
-                task.apply_async(
-                    args=[route.route_id, [to_wire(p) for p in unit]],
-                    queue=route.queue,
-                    shadow=route.shadow,
-                    serializer="json",
-                    soft_time_limit=route.timeout,
-                    time_limit=route.timeout + HARD_LIMIT_GRACE,
-                    retry=False,
-                )
-            except Exception as exc:
-                raise EnqueueError(
-                    f"could not enqueue {route.shadow} offset {unit[0].offset} to the Celery broker: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
+        queue = route.queue or self.celery_app.conf.task_default_queue
+        fast = self._fast_publisher(queue)
+        try:
+            if fast is not None:
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout)
+                return
+            confirmed = 0
+            for args in argsets:
+                self._apply_async(route, args)
+                confirmed += len(args[1])
+        except Exception as exc:
+            done = 0 if fast is not None else confirmed
+            raise EnqueueError(
+                f"could not enqueue {route.shadow} offset {messages[done].offset} to the Celery broker: "
+                f"{type(exc).__name__}: {exc}",
+                confirmed=done,
+            ) from exc
+
+    def _fast_publisher(self, queue: str) -> redis_pipeline.RedisPipelinePublisher | None:
+        if queue not in self._fast:
+            ok = redis_pipeline.supports(self.celery_app, queue)
+            self._fast[queue] = redis_pipeline.RedisPipelinePublisher(self.celery_app) if ok else None
+        return self._fast[queue]
+
+    def _apply_async(self, route: Topic, args: list[Any]) -> None:
+        """The standard path: Celery builds and routes the message; confirmed when publish returns."""
+        if self._connection is None:
+            conn = self.celery_app.connection_for_write()
+            if conn.transport.driver_type == "amqp":
+                conn.transport_options["confirm_publish"] = True  # publish returns only once the broker has it
+            self._connection = conn
+        try:
+            self.celery_app.tasks[TASK_NAME].apply_async(
+                args=args,
+                queue=route.queue,
+                shadow=route.shadow,
+                serializer="json",
+                soft_time_limit=route.timeout,
+                time_limit=route.timeout + HARD_LIMIT_GRACE,
+                # retry=False: an outage must surface here, so the listener pauses the partition
+                # instead of kombu retrying behind its back.
+                retry=False,
+                connection=self._connection,
+            )
+        except Exception:
+            self._connection.close()
+            self._connection = None
+            raise

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from .. import glass
 from ..dlq import DeadLetters
+from ..errors import EnqueueError
 from ..params import Params, ParamsBatch
 from ..routing.topic import Topic
 
@@ -15,4 +16,16 @@ class InlineBackend:
         self.dead_letters = dead_letters
 
     def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
-        glass.run_inline(route, ParamsBatch(messages), self.dead_letters)
+        """One run per message (or one per batch); a run that could not even be dead-lettered stops here."""
+        units = [messages] if route.batch_consuming else [[m] for m in messages]
+        done = 0
+        for unit in units:
+            try:
+                glass.run_inline(route, ParamsBatch(unit), self.dead_letters)
+            except Exception as exc:
+                raise EnqueueError(
+                    f"{route.shadow} offset {unit[0].offset} failed and could not be dead-lettered: "
+                    f"{type(exc).__name__}: {exc}",
+                    confirmed=done,
+                ) from exc
+            done += len(unit)

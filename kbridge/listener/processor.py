@@ -19,7 +19,7 @@ import tenacity
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EnqueueError
 from ..interchange import params_from_record
 from ..params import Params, ParamsBatch
 from ..routing import ConsumerGroup, Topic
@@ -147,31 +147,33 @@ class GroupProcessor:
     def _deliver(
         self, tp: TopicPartition, route: Topic, messages: list[Params]
     ) -> tuple[list[Params], str] | None:
-        """Filter and enqueue in offset order, marking what is handled.
+        """Filter, then hand the accepted messages over in one backend call, marking what is handled.
 
-        Returns the messages not handled and why, or None when all were.
+        Filtering stops at a message whose dead letter Kafka did not acknowledge; what
+        came before it is still handed over. Returns the messages not handled and why,
+        or None when all were.
         """
-        backend = self.app.backend(route.backend)
-        done = 0
+        accepted: list[int] = []
+        end, problem = len(messages), ""
+        for i, message in enumerate(messages):
+            try:
+                if self._accepts(route, message):
+                    accepted.append(i)
+            except Exception as exc:
+                end, problem = i, f"{type(exc).__name__}: {exc}"
+                break
         try:
-            if route.batch_consuming:
-                passed = [m for m in messages if self._accepts(route, m)]
-                if passed:
-                    backend.enqueue(route, passed)
-                    self.stats.enqueued += len(passed)
-                done = len(messages)
-            else:
-                for m in messages:
-                    if self._accepts(route, m):
-                        backend.enqueue(route, [m])
-                        self.stats.enqueued += 1
-                    done += 1
+            if accepted:
+                self.app.backend(route.backend).enqueue(route, [messages[i] for i in accepted])
         except Exception as exc:
-            return messages[done:], f"{type(exc).__name__}: {exc}"
-        finally:
-            if done:
-                self.offsets.mark(tp, messages[done - 1].offset)
-        return None
+            confirmed = exc.confirmed if isinstance(exc, EnqueueError) else 0
+            self.stats.enqueued += confirmed
+            end, problem = accepted[confirmed], f"{type(exc).__name__}: {exc}"
+        else:
+            self.stats.enqueued += len(accepted)
+        if end:
+            self.offsets.mark(tp, messages[end - 1].offset)
+        return (messages[end:], problem) if end < len(messages) else None
 
     def _accepts(self, route: Topic, message: Params) -> bool:
         """Run the filters. A filter that raises dead-letters the message (rule 5): not dropped, not retried."""
