@@ -20,6 +20,8 @@ from .errors import KBridgeError
 
 log = logging.getLogger("kbridge.replay")
 
+JOIN_TIMEOUT = 60.0
+
 
 @dataclass
 class ReplayResult:
@@ -41,10 +43,18 @@ def replay(settings: Settings, dlq_topic: str, limit: int | None = None, idle: f
         if dlq_topic not in consumer.topics():
             raise KBridgeError(f"dead-letter topic {dlq_topic!r} does not exist; `kbridge info` lists each route's dlq")
         consumer.subscribe([dlq_topic])
-        last_record = time.monotonic()
+        join_deadline = time.monotonic() + JOIN_TIMEOUT
+        last_record: float | None = None  # the idle clock starts once the group has assigned partitions
         while limit is None or result.replayed + result.skipped < limit:
             room = 500 if limit is None else min(500, limit - result.replayed - result.skipped)
             polled = consumer.poll(timeout_ms=500, max_records=room)
+            if last_record is None:
+                if not consumer.assignment():
+                    if time.monotonic() > join_deadline:
+                        raise KBridgeError(f"no partitions of {dlq_topic!r} assigned within {JOIN_TIMEOUT:.0f}s; "
+                                           "is another replay running in the same group?")
+                    continue
+                last_record = time.monotonic()
             if not polled:
                 if time.monotonic() - last_record > idle:
                     break
