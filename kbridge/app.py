@@ -8,6 +8,7 @@ from .backends import Backend
 from .backends.inline import InlineBackend
 from .config import Settings
 from .dlq import DeadLetters
+from .glass import PerformHook
 from .routing import Builder, ConsumerGroup, Topic
 from .worker import register_task
 
@@ -36,6 +37,9 @@ class KBridge:
         )
         self._backends: dict[str, Backend] = {}
         self.dead_letters = DeadLetters(self.settings)
+        # Context managers around every perform(), in the worker and inline; framework
+        # integrations add theirs (an app context, database connection hygiene).
+        self.perform_hooks: list[PerformHook] = []
         if celery is not None:
             # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
             self.perform_task = register_task(celery, self)
@@ -60,7 +64,7 @@ class KBridge:
                 assert self.celery is not None  # checked when the route was built
                 self._backends[name] = CeleryBackend(self.celery)
             else:
-                self._backends[name] = InlineBackend(self.dead_letters)
+                self._backends[name] = InlineBackend(self.dead_letters, self.perform_hooks)
         return self._backends[name]
 
     def __repr__(self) -> str:

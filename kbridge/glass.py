@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from typing import TYPE_CHECKING
 
 from .consumer import BaseConsumer
@@ -30,15 +32,22 @@ log = logging.getLogger("kbridge.glass")
 NOT_RETRIED = (DeserializationError,)
 
 
-def run(consumer: BaseConsumer) -> None:
-    try:
-        consumer.perform()
-    except BaseException as exc:
+PerformHook = Callable[[BaseConsumer], AbstractContextManager[object]]
+
+
+def run(consumer: BaseConsumer, hooks: Sequence[PerformHook] = ()) -> None:
+    """perform() and, on failure, after_failure() inside every hook (outermost first)."""
+    with ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook(consumer))
         try:
-            consumer.after_failure(exc)
-        except Exception:
-            log.exception("%s.after_failure raised while handling %r", type(consumer).__name__, exc)
-        raise
+            consumer.perform()
+        except BaseException as exc:
+            try:
+                consumer.after_failure(exc)
+            except Exception:
+                log.exception("%s.after_failure raised while handling %r", type(consumer).__name__, exc)
+            raise
 
 
 def should_retry(route: Topic, exc: BaseException, retries_done: int) -> bool:
@@ -51,7 +60,9 @@ def backoff(route: Topic, retries_done: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def run_inline(route: Topic, batch: ParamsBatch, dead_letters: DeadLetters) -> int:
+def run_inline(
+    route: Topic, batch: ParamsBatch, dead_letters: DeadLetters, hooks: Sequence[PerformHook] = ()
+) -> int:
     """Run perform() under the policy; returns the number of attempts made.
 
     Raises only if dead-lettering itself failed, so the listener holds the messages.
@@ -60,7 +71,7 @@ def run_inline(route: Topic, batch: ParamsBatch, dead_letters: DeadLetters) -> i
     while True:
         try:
             with deadline(route.timeout, f"{route.consumer.__name__}.perform on {route.shadow}"):
-                run(route.consumer(route, batch))
+                run(route.consumer(route, batch), hooks)
             return retries + 1
         except Exception as exc:
             if should_retry(route, exc, retries):

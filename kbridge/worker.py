@@ -56,7 +56,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
             return
         batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
         try:
-            glass.run(route.consumer(route, batch))
+            glass.run(route.consumer(route, batch), kbridge_app.perform_hooks)
             return
         except Exception as exc:
             if glass.should_retry(route, exc, retries):

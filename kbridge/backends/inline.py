@@ -12,8 +12,9 @@ from ..routing.topic import Topic
 
 
 class InlineBackend:
-    def __init__(self, dead_letters: DeadLetters) -> None:
+    def __init__(self, dead_letters: DeadLetters, hooks: Sequence[glass.PerformHook] = ()) -> None:
         self.dead_letters = dead_letters
+        self.hooks = hooks
 
     def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
         """One run per message (or one per batch); a run that could not even be dead-lettered stops here."""
@@ -21,7 +22,7 @@ class InlineBackend:
         done = 0
         for unit in units:
             try:
-                glass.run_inline(route, ParamsBatch(unit), self.dead_letters)
+                glass.run_inline(route, ParamsBatch(unit), self.dead_letters, self.hooks)
             except Exception as exc:
                 raise EnqueueError(
                     f"{route.shadow} offset {unit[0].offset} failed and could not be dead-lettered: "

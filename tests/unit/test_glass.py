@@ -160,3 +160,34 @@ def test_run_inline_enforces_the_timeout_and_calls_after_failure() -> None:
     assert time.monotonic() - started < 2
     assert [type(e) for e in Slow.seen] == [PerformTimeout]
     assert [type(e) for _, _, e, _, _ in dead.sent] == [PerformTimeout]
+
+
+def test_perform_hooks_wrap_perform_outermost_first_and_see_failures() -> None:
+    from contextlib import contextmanager
+
+    from kbridge import glass as glass_module
+
+    events: list[str] = []
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        @contextmanager
+        def cm(consumer):  # type: ignore[no-untyped-def]
+            events.append(f"enter {name}")
+            try:
+                yield
+            finally:
+                events.append(f"exit {name}")
+        return cm
+
+    class Boom(BaseConsumer):
+        def perform(self) -> None:
+            events.append("perform")
+            raise ValueError("boom")
+
+        def after_failure(self, exc: BaseException) -> None:
+            events.append(f"after_failure {exc}")
+
+    consumer = Boom.__new__(Boom)
+    with pytest.raises(ValueError):
+        glass_module.run(consumer, [hook("outer"), hook("inner")])
+    assert events == ["enter outer", "enter inner", "perform", "after_failure boom", "exit inner", "exit outer"]
