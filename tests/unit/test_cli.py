@@ -54,3 +54,10 @@ def test_listen_rejects_unknown_consumer_groups_all_at_once() -> None:
 def test_version() -> None:
     code, out = run("--version")
     assert code == 0 and "kbridge" in out
+
+
+def test_a_framework_can_pass_the_app_object() -> None:
+    from tests.apps.secrets import app
+
+    result = CliRunner().invoke(main, ["info"], obj=app, env={"KBRIDGE_APP": ""})
+    assert result.exit_code == 0 and "client_id:        vault" in result.output
