@@ -27,8 +27,9 @@ def app_option(fn: F) -> F:
 def _load(app_spec: str | None) -> KBridge:
     """The app given by a framework integration (click's ctx.obj), else --app / KBRIDGE_APP."""
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and isinstance(ctx.find_root().obj, KBridge) and not app_spec:
-        return ctx.find_root().obj
+    given = ctx.find_root().obj if ctx is not None else None
+    if isinstance(given, KBridge) and not app_spec:
+        return given
     try:
         return load_app(app_spec)
     except KBridgeError as exc:
