@@ -35,6 +35,7 @@ class Settings:
     poll_timeout: float = 0.5
     enqueue_backoff_max: float = 30.0
     dead_letter_timeout: float = 30.0
+    redelivery_after: float = 60.0  # Redis fast path: re-queue a task gone from Redis this long without running
 
     @classmethod
     def build(cls, values: dict[str, Any]) -> Settings:
@@ -56,7 +57,8 @@ class Settings:
         else:
             problems.extend(_kafka_problems(kafka))
 
-        for key in ("shutdown_timeout", "poll_timeout", "enqueue_backoff_max", "dead_letter_timeout"):
+        for key in ("shutdown_timeout", "poll_timeout", "enqueue_backoff_max", "dead_letter_timeout",
+                    "redelivery_after"):
             if key in values and not _positive(values[key]):
                 problems.append(f"{key} must be a number of seconds > 0, got {values[key]!r}")
         mpr = values.get("max_poll_records", cls.max_poll_records)

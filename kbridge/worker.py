@@ -13,12 +13,15 @@ rather than dropping it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import redis
 from celery.signals import worker_process_shutdown
 
 from . import glass
+from .backends import ledger
 from .errors import UnknownRouteError
 from .interchange import from_wire
 from .params import Params, ParamsBatch
@@ -46,34 +49,62 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
         serializer="json",
     )
     def perform(task: Any, route_id: str, messages: list[dict[str, Any]]) -> None:
-        retries: int = task.request.retries or 0
         try:
-            route = kbridge_app.routes.find(route_id)
-        except UnknownRouteError as exc:
-            log.error("refused task %s: %s", task.request.id, exc)
-            batch = ParamsBatch([from_wire(m) for m in messages])
-            _dead_letter(task, kbridge_app, batch, exc, retries + 1, lambda p: f"{p.topic}.dlq", "unknown")
-            return
-        batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
-        try:
-            glass.run(route.consumer(route, batch), kbridge_app.perform_hooks)
-            return
-        except Exception as exc:
-            if glass.should_retry(route, exc, retries):
-                countdown = glass.backoff(route, retries)
-                log.warning(
-                    "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
-                    route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, countdown,
-                )
-                raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-            failure = exc
-        _dead_letter(task, kbridge_app, batch, failure, retries + 1, lambda p: route.dead_letter_topic, route.group_id)
+            _run(task, kbridge_app, route_id, messages)
+        finally:
+            # This message is done with, whatever happened: performed, dead-lettered, refused, or
+            # handed to Celery's retry as a new message. Only a killed process skips this; then
+            # Celery requeues the same message and the entry stays open for it.
+            _clear_ledger(task)
 
     @worker_process_shutdown.connect(weak=False)
     def _close_producer(**_: Any) -> None:
         kbridge_app.dead_letters.close()
 
     return perform
+
+
+def _run(task: Any, kbridge_app: KBridge, route_id: str, messages: list[dict[str, Any]]) -> None:
+    retries: int = task.request.retries or 0
+    try:
+        route = kbridge_app.routes.find(route_id)
+    except UnknownRouteError as exc:
+        log.error("refused task %s: %s", task.request.id, exc)
+        batch = ParamsBatch([from_wire(m) for m in messages])
+        _dead_letter(task, kbridge_app, batch, exc, retries + 1, lambda p: f"{p.topic}.dlq", "unknown")
+        return
+    batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
+    try:
+        glass.run(route.consumer(route, batch), kbridge_app.perform_hooks)
+        return
+    except Exception as exc:
+        if glass.should_retry(route, exc, retries):
+            countdown = glass.backoff(route, retries)
+            log.warning(
+                "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
+                route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, countdown,
+            )
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        failure = exc
+    _dead_letter(task, kbridge_app, batch, failure, retries + 1, lambda p: route.dead_letter_topic, route.group_id)
+
+
+_ledger_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def _clear_ledger(task: Any) -> None:
+    """Close the task's ledger entry (Redis fast path only); a failure here costs a duplicate, not a loss."""
+    queue = getattr(task.request, ledger.HEADER, None)
+    if not queue:
+        return
+    url = task.app.conf.broker_url
+    key = (os.getpid(), url)
+    try:
+        if key not in _ledger_clients:
+            _ledger_clients[key] = redis.Redis.from_url(url)
+        ledger.clear(_ledger_clients[key], queue, task.request.id)
+    except Exception as exc:
+        log.warning("could not clear the ledger entry of task %s: %s", task.request.id, exc)
 
 
 def _dead_letter(

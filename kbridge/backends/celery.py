@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 
 class CeleryBackend:
-    def __init__(self, celery_app: Celery) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
         self.celery_app = celery_app
+        self.redelivery_after = redelivery_after
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
 
@@ -53,8 +54,15 @@ class CeleryBackend:
     def _fast_publisher(self, queue: str) -> redis_pipeline.RedisPipelinePublisher | None:
         if queue not in self._fast:
             ok = redis_pipeline.supports(self.celery_app, queue)
-            self._fast[queue] = redis_pipeline.RedisPipelinePublisher(self.celery_app) if ok else None
+            self._fast[queue] = (
+                redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after) if ok else None
+            )
         return self._fast[queue]
+
+    def housekeeping(self) -> None:
+        """Called now and then from the polling thread: re-queue tasks the broker lost."""
+        for publisher in {id(p): p for p in self._fast.values() if p is not None}.values():
+            publisher.reap()
 
     def _apply_async(self, route: Topic, args: list[Any]) -> None:
         """The standard path: Celery builds and routes the message; confirmed when publish returns."""

@@ -3,8 +3,8 @@
 Each entry is the Celery protocol-2 message that kombu's Redis transport itself
 stores for `apply_async` (JSON body, base64-encoded, headers and properties as
 Celery writes them), so an unmodified `celery worker` consumes it. Building it
-here skips kombu's per-message publish round trip; the pipeline's success is the
-broker's confirmation.
+here skips kombu's per-message publish round trip; the transaction's success is the
+broker's confirmation. Each task also gets a ledger entry (see ledger.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import base64
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+
+from . import ledger
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -39,21 +42,37 @@ def supports(celery_app: Celery, queue: str) -> bool:
 
 
 class RedisPipelinePublisher:
-    def __init__(self, celery_app: Celery) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
         conf = celery_app.conf
         self.client = redis.Redis.from_url(conf.broker_write_url or conf.broker_url)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
+        options = conf.broker_transport_options or {}
+        self.reapers: dict[str, ledger.Reaper] = {}
+        self._reaper_args = (redelivery_after, options.get("unacked_key", ledger.UNACKED_KEY))
 
     def publish(
         self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]],
         time_limit: float, soft_time_limit: float,
     ) -> None:
-        """LPUSH one task message per argset; raises if the pipeline fails (nothing is confirmed then)."""
-        pipe = self.client.pipeline(transaction=False)
+        """LPUSH one task message per argset, each with its ledger entry, in one MULTI/EXEC.
+
+        Raises if the transaction fails; then nothing of it is confirmed, and nothing was written.
+        """
+        if queue not in self.reapers:
+            self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
         for args in argsets:
-            pipe.lpush(queue, _dumps(self._message(task_name, queue, shadow, args, time_limit, soft_time_limit)))
+            message = self._message(task_name, queue, shadow, args, time_limit, soft_time_limit)
+            encoded = _dumps(message)
+            pipe.lpush(queue, encoded)
+            ledger.record(pipe, queue, message["headers"]["id"], encoded, now)
         pipe.execute()
+
+    def reap(self) -> int:
+        """Re-queue tasks the broker lost between delivery and unacked bookkeeping."""
+        return sum(reaper.reap() for reaper in self.reapers.values())
 
     def _message(
         self, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float, soft_time_limit: float
@@ -84,6 +103,7 @@ class RedisPipelinePublisher:
                 "replaced_task_nesting": 0,
                 "stamped_headers": None,
                 "stamps": {},
+                ledger.HEADER: queue,
             },
             "properties": {
                 "correlation_id": task_id,

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kbridge.listener")
 
+HOUSEKEEPING_INTERVAL = 5.0
+
 
 @dataclass
 class Stats:
@@ -61,6 +63,7 @@ class GroupProcessor:
         self._wait = tenacity.wait_exponential_jitter(multiplier=0.5, max=app.settings.enqueue_backoff_max, jitter=0.5)
         self.consumer: KafkaConsumer | None = None
         self._commit_failing = False
+        self._next_housekeeping = 0.0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -89,6 +92,20 @@ class GroupProcessor:
             self.stats.fetched += len(records)
             self._handle(tp, route, [params_from_record(r, route.deserializer, now_ms) for r in records])
         self.commit()
+        if time.monotonic() >= self._next_housekeeping:
+            self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Backend chores off the hot path, e.g. re-queueing tasks a Redis broker lost."""
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        for name in {t.backend for t in self.group.topics.values()}:
+            chore = getattr(self.app.backend(name), "housekeeping", None)
+            if chore is None:
+                continue
+            try:
+                chore()
+            except Exception as exc:  # the broker may be down; enqueueing reports that already
+                log.debug("housekeeping of backend %s failed: %s", name, exc)
 
     def _connect_with_backoff(self) -> KafkaConsumer | None:
         """Kafka down at start is a state to wait out with backoff, not a crash loop."""

@@ -47,6 +47,7 @@ app = KBridge(
     kafka={"bootstrap_servers": KAFKA, **FAST_GROUP},
     celery=celery_app,
     shutdown_timeout=float(os.environ.get("PIPELINE_SHUTDOWN_TIMEOUT", "30")),
+    redelivery_after=5.0,
 )
 
 _redis: redis.Redis | None = None
