@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(PY) -m ruff check kbridge workers tests
+	$(PY) -m ruff check kbridge workers examples tests
 
 types: $(STAMP)
 	$(PY) -m mypy kbridge

@@ -8,12 +8,15 @@ from .backends import Backend
 from .backends.inline import InlineBackend
 from .config import Settings
 from .dlq import DeadLetters
+from .errors import ConfigError, KBridgeError
 from .glass import PerformHook
 from .routing import Builder, ConsumerGroup, Topic
+from .routing.names import name_problem
 from .worker import register_task
 
 if TYPE_CHECKING:
     from celery import Celery
+    from flask import Flask
 
     from .consumer import BaseConsumer
 
@@ -21,31 +24,151 @@ if TYPE_CHECKING:
 class KBridge:
     def __init__(
         self,
-        client_id: str,
-        kafka: dict[str, Any],
+        client_id: str | None = None,
+        kafka: dict[str, Any] | None = None,
         celery: Celery | None = None,
+        *,
+        app: Flask | None = None,
         **settings: Any,
     ) -> None:
         """settings: shutdown_timeout, max_poll_records, poll_timeout, enqueue_backoff_max,
-        dead_letter_timeout. Every problem, unknown keys included, is reported at once."""
-        self.settings = Settings.build({"client_id": client_id, "kafka": kafka, **settings})
+        dead_letter_timeout. Every problem, unknown keys included, is reported at once.
+
+        Given kafka=, the app is complete at once. Without it (or given a Flask app=) it is
+        completed by a framework integration, e.g. init_app(flask_app), which reads the rest
+        from the framework's config; the keyword arguments given here win over that config.
+        Routes may be declared before then only if client_id= is given here, because group
+        ids and route ids are made from it.
+        """
         self.celery = celery
-        self.routes = Builder(
-            self.settings.client_id,
-            default_backend="celery" if celery is not None else "inline",
-            has_celery=celery is not None,
-        )
+        # What the caller passed explicitly, so a framework integration can let it win over config.
+        self.explicit: dict[str, Any] = {
+            k: v for k, v in {"client_id": client_id, "kafka": kafka, "celery": celery, **settings}.items()
+            if v is not None
+        }
+        self._settings: Settings | None = None
+        self._dead_letters: DeadLetters | None = None
+        self._routes: Builder | None = None
+        self._routes_have_celery = celery is not None
         self._backends: dict[str, Backend] = {}
-        self.dead_letters = DeadLetters(self.settings)
+        self._task_celery: Celery | None = None
         # Context managers around every perform(), in the worker and inline; framework
         # integrations add theirs (an app context, database connection hygiene).
         self.perform_hooks: list[PerformHook] = []
-        if celery is not None:
-            # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
-            self.perform_task = register_task(celery, self)
+        if app is not None:
+            self.init_app(app)
+        elif kafka is not None:
+            self.configure({"client_id": client_id, "kafka": kafka, **settings}, celery)
+        else:
+            if client_id is not None:
+                if (problem := name_problem("client_id", client_id)) is not None:
+                    raise ConfigError([problem])
+                self._routes = self._new_builder(client_id, celery)
+            if celery is not None:
+                self._register(celery)
+
+    def configure(
+        self, values: dict[str, Any], celery: Celery | None = None, problems: list[str] | None = None
+    ) -> None:
+        """Validate settings and bind Celery and routing; a framework integration calls it again to rebind.
+
+        problems: the caller's own findings, reported with these in one ConfigError.
+        """
+        found = list(problems or [])
+        settings: Settings | None = None
+        try:
+            settings = Settings.build(values)
+        except ConfigError as exc:
+            found.extend(exc.problems)
+        given = self.explicit.get("celery")
+        if given is not None and celery is not None and celery is not given:
+            found.append("a different Celery app than the one given to KBridge(celery=...); give it in one place")
+        celery = celery if celery is not None else given
+        if settings is not None and self._routes is not None and self._routes.groups:
+            found.extend(self._routing_problems(settings.client_id, celery))
+        if found:
+            raise ConfigError(found)
+        assert settings is not None
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+        self._settings = settings
+        self._dead_letters = DeadLetters(settings)
+        self._backends.clear()
+        if self._routes is None or not self._routes.groups:
+            self._routes = self._new_builder(settings.client_id, celery)
+        if celery is not None and celery is not self._task_celery:
+            self._register(celery)
+        self.celery = celery
+
+    def _register(self, celery: Celery) -> None:
+        # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
+        self.perform_task = register_task(celery, self)
+        self._task_celery = celery
+
+    def _new_builder(self, client_id: str, celery: Celery | None) -> Builder:
+        self._routes_have_celery = celery is not None
+        return Builder(
+            client_id,
+            default_backend="celery" if celery is not None else "inline",
+            has_celery=celery is not None,
+        )
+
+    def _routing_problems(self, client_id: str, celery: Celery | None) -> list[str]:
+        """Routes already declared were built for a client_id and a backend default; both must still hold."""
+        assert self._routes is not None
+        problems = []
+        if client_id != self._routes.client_id:
+            problems.append(
+                f"client_id {client_id!r} differs from {self._routes.client_id!r}, under which routes were "
+                "already declared (group ids are '<client_id>_<group>'); give client_id in one place"
+            )
+        if (celery is not None) != self._routes_have_celery:
+            had = "with" if self._routes_have_celery else "without"
+            problems.append(
+                f"routes were declared {had} a Celery app, which set their default backend; "
+                "pass celery= to KBridge(...) where the routes are declared, not only in the config"
+            )
+        return problems
+
+    def init_app(self, app: Flask) -> None:
+        """Complete this app from a Flask app's KBRIDGE_* config and bind to it (see kbridge.contrib.flask)."""
+        from .contrib.flask import init_app
+
+        init_app(self, app)
+
+    @property
+    def configured(self) -> bool:
+        return self._settings is not None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise KBridgeError(f"{self!r} is not configured yet: {_COMPLETE_HINT}")
+        return self._settings
+
+    @property
+    def routes(self) -> Builder:
+        if self._routes is None:
+            raise ConfigError([
+                "routes cannot be declared before the client_id is known (group ids are '<client_id>_<group>'): "
+                "pass client_id= to KBridge(...), or declare routes after init_app()"
+            ])
+        return self._routes
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        if self._dead_letters is None:
+            raise KBridgeError(f"{self!r} is not configured yet: {_COMPLETE_HINT}")
+        return self._dead_letters
+
+    @dead_letters.setter
+    def dead_letters(self, value: DeadLetters) -> None:
+        self._dead_letters = value
 
     @property
     def client_id(self) -> str:
+        if self._settings is None and self._routes is not None:
+            return self._routes.client_id
         return self.settings.client_id
 
     def consumer_group(self, name: str) -> ConsumerGroup:
@@ -62,10 +185,16 @@ class KBridge:
                 from .backends.celery import CeleryBackend
 
                 assert self.celery is not None  # checked when the route was built
-                self._backends[name] = CeleryBackend(self.celery)
+                self._backends[name] = CeleryBackend(self.celery, self.settings.redelivery_after)
             else:
                 self._backends[name] = InlineBackend(self.dead_letters, self.perform_hooks)
         return self._backends[name]
 
     def __repr__(self) -> str:
-        return f"<KBridge {self.client_id} routes={len(self.routes)}>"
+        if self._routes is None:
+            return "<KBridge (no client_id yet)>"
+        state = "" if self.configured else " not configured"
+        return f"<KBridge {self._routes.client_id}{state} routes={len(self._routes)}>"
+
+
+_COMPLETE_HINT = "give KBridge(kafka=...), or call init_app(flask_app) with KBRIDGE_* config"
