@@ -1,10 +1,16 @@
-"""The kbridge command: listen, worker, info."""
+"""The kbridge command: listen, worker, info, flow, install, topics create, dlq replay.
+
+Every command that needs the app takes --app module:attr (or KBRIDGE_APP); a
+framework integration (Django's manage.py, Flask's CLI) passes its app object as
+the root context's obj instead. Tables are rendered by kbridge.render.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -12,7 +18,8 @@ import click
 from . import __version__
 from .app import KBridge
 from .errors import KBridgeError
-from .loader import load_app
+from .loader import HINT, load_app
+from .routing import ConsumerGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,16 +31,44 @@ def app_option(fn: F) -> F:
     )(fn)
 
 
+def groups_option(fn: F) -> F:
+    return click.option(
+        "--consumer-groups", default="", metavar="A,B", help="Only these consumer groups (default: all)."
+    )(fn)
+
+
 def _load(app_spec: str | None) -> KBridge:
-    """The app given by a framework integration (click's ctx.obj), else --app / KBRIDGE_APP."""
+    """The app given by a framework integration (click's ctx.obj), else --app / KBRIDGE_APP.
+
+    Only an --app typed on the command line overrides the framework's app; a KBRIDGE_APP
+    left in the environment does not.
+    """
     ctx = click.get_current_context(silent=True)
     given = ctx.find_root().obj if ctx is not None else None
-    if isinstance(given, KBridge) and not app_spec:
+    typed = ctx is not None and ctx.get_parameter_source("app_spec") == click.core.ParameterSource.COMMANDLINE
+    if isinstance(given, KBridge) and not typed:
         return given
+    if app_spec and (app_spec.endswith(".py") or "/" in app_spec or "\\" in app_spec):
+        module = app_spec.split(":")[0].removesuffix(".py").replace("\\", "/").strip("/").replace("/", ".")
+        raise click.ClickException(
+            f"--app {app_spec!r} looks like a file path; name the module instead, e.g. --app {module}:app; {HINT}"
+        )
     try:
         return load_app(app_spec)
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _groups(app: KBridge, consumer_groups: str) -> list[ConsumerGroup]:
+    """The selected consumer groups; unknown or empty ones are reported all at once."""
+    names = [n.strip() for n in consumer_groups.split(",") if n.strip()]
+    try:
+        groups = app.routes.select(names)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not groups:
+        raise click.ClickException(f"app {app.client_id!r} routes no topic; add app.topic(...) or a consumer group")
+    return groups
 
 
 @click.group()
@@ -50,20 +85,13 @@ def main(log_level: str) -> None:
 
 @main.command()
 @app_option
-@click.option("--consumer-groups", default="", metavar="A,B", help="Only these consumer groups (default: all).")
+@groups_option
 def listen(app_spec: str | None, consumer_groups: str) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .listener import Server
 
     app = _load(app_spec)
-    names = [n.strip() for n in consumer_groups.split(",") if n.strip()]
-    try:
-        groups = app.routes.select(names)
-    except KBridgeError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not groups:
-        raise click.ClickException(f"app {app.client_id!r} routes no topic; add app.topic(...) or a consumer group")
-    sys.exit(Server(app, groups).run())
+    sys.exit(Server(app, _groups(app, consumer_groups)).run())
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -81,33 +109,78 @@ def worker(ctx: click.Context, app_spec: str | None) -> None:
 @app_option
 def info(app_spec: str | None) -> None:
     """Print settings (secrets masked) and routes."""
+    from . import render
+
     app = _load(app_spec)
-    s = app.settings
-    click.echo(f"kbridge {__version__}")
-    click.echo(f"client_id:        {s.client_id}")
-    click.echo(f"shutdown_timeout: {s.shutdown_timeout}s")
-    click.echo(f"max_poll_records: {s.max_poll_records}")
-    click.echo(f"celery:           {_celery_line(app)}")
-    click.echo("kafka:")
-    for key, value in sorted(s.masked_kafka().items()):
-        click.echo(f"  {key}: {value}")
-    click.echo("routes:")
-    for group in app.routes.groups.values():
-        click.echo(f"  group {group.name} (group_id {group.id})")
-        for t in group.topics.values():
-            where = t.backend + (f" queue={t.queue}" if t.queue else "")
-            click.echo(
-                f"    {t.name} -> {t.consumer.__module__}.{t.consumer.__qualname__} [{where}] "
-                f"batch={t.batch_consuming} timeout={t.timeout:g}s max_retries={t.max_retries} "
-                f"dlq={t.dead_letter_topic}"
-            )
+    routes = render.routes_table(app, one_line=not render.on_terminal())
+    render.show(f"kbridge {__version__}", render.settings_table(app), routes)
 
 
-def _celery_line(app: KBridge) -> str:
-    if app.celery is None:
-        return "none (inline backend)"
-    conn = app.celery.connection_for_write()
-    return f"{app.celery.main} broker={conn.as_uri(include_password=not conn.password)}"
+@main.command()
+@app_option
+def flow(app_spec: str | None) -> None:
+    """Show each route: topic -> consumer -> backend/queue -> responders."""
+    from . import render
+
+    app = _load(app_spec)
+    render.show(render.flow_table(app))
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--package", default="kafka_app", show_default=True, help="Name of the Python package to create.")
+@click.option("--topic", default="events", show_default=True, help="The example consumer's topic.")
+def install(directory: Path, package: str, topic: str) -> None:
+    """Scaffold an app package: routes, an example consumer, a Celery app.
+
+    It is written into DIRECTORY (default: the current one).
+
+    Existing files are never overwritten: if any would be, nothing is written.
+    """
+    from .scaffold import install as scaffold
+
+    try:
+        made = scaffold(directory, package, topic)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created package {made.package!r} in {made.directory.resolve()}:")
+    names = [str(path.relative_to(made.directory)) for path, _ in made.files]
+    for name, (_, why) in zip(names, made.files, strict=True):
+        click.echo(f"  {name.ljust(max(map(len, names)))}  {why}")
+    click.echo("\nNext steps:")
+    for number, step in enumerate(made.next_steps(Path.cwd()), 1):
+        click.echo(f"  {number}. {step.why}\n     $ {step.command}")
+    click.echo(f"\nShow the routing at any time: kbridge flow --app {made.app_spec}")
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics of the routes."""
+
+
+@topics.command("create")
+@app_option
+@groups_option
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Partitions of each new topic; listeners of one group share them, so this caps their number.")
+@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Replicas of each new topic; use 3 on a production cluster.")
+def topics_create(app_spec: str | None, consumer_groups: str, partitions: int, replication_factor: int) -> None:
+    """Create the routed topics and their dead-letter topics that do not exist yet."""
+    from . import render
+    from .topics import create_topics, routed_topics
+
+    app = _load(app_spec)
+    names = routed_topics(_groups(app, consumer_groups))
+    try:
+        result = create_topics(app.settings, names, partitions, replication_factor)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = render.table("topics", "topic", "status")
+    for name in names:
+        status = f"created, {partitions} partition(s)" if name in result.created else "exists (left unchanged)"
+        render.add_row(table, name, status)
+    render.show(table)
 
 
 @main.group()

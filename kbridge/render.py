@@ -1,0 +1,146 @@
+"""Tables for the kbridge command: readable in a terminal, one line per row in a pipe or a log.
+
+Cells are plain Text, never rich markup, so a value such as "[celery]" or a user's
+topic name prints as written. Off a terminal the console is made wide enough that
+no row wraps: `kbridge flow | grep orders` then finds the whole route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .app import KBridge
+from .routing import Topic
+
+NONE = "-"
+PIPE_WIDTH = 1000  # columns when not writing to a terminal
+
+
+def console() -> Console:
+    """A console on the current stdout (click's, under CliRunner), without colours off a terminal."""
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out.width = PIPE_WIDTH
+    return out
+
+
+def on_terminal() -> bool:
+    return console().is_terminal
+
+
+def show(*renderables: RenderableType) -> None:
+    """Print to stdout; off a terminal, without the padding rich adds to the end of every line."""
+    out = console()
+    if out.is_terminal:
+        for r in renderables:
+            out.print(r)
+        return
+    with out.capture() as captured:
+        for r in renderables:
+            out.print(r)
+    out.file.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
+
+
+def table(title: str, *columns: str) -> Table:
+    """Borderless, so columns are separated by spaces only and `awk` or a test can split them."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE, header_style="bold", show_edge=False)
+    for name in columns:
+        t.add_column(name, overflow="fold")
+    return t
+
+
+def add_row(t: Table, *cells: object) -> None:
+    t.add_row(*(Text(str(c)) for c in cells))
+
+
+def seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def consumer_name(route: Topic) -> str:
+    return f"{route.consumer.__module__}.{route.consumer.__qualname__}"
+
+
+def queue_name(app: KBridge, route: Topic) -> str:
+    """The queue the listener really publishes to: the topic's own, else the Celery app's default."""
+    if route.backend != "celery":
+        return NONE
+    if route.queue:
+        return route.queue
+    default = app.celery.conf.task_default_queue if app.celery is not None else NONE
+    return f"{default} (default)"
+
+
+def celery_line(app: KBridge) -> str:
+    """The Celery app and its broker, with the broker password masked."""
+    if app.celery is None:
+        return "none (inline backend)"
+    conn = app.celery.connection_for_write()
+    return f"{app.celery.main} broker={conn.as_uri(include_password=not conn.password)}"
+
+
+def responder_topics(route: object) -> list[str]:
+    """The topics a route's responder produces to; empty until routes carry a `responder`.
+
+    Accepts a responder whose `topics` is a mapping or an iterable of names or of
+    objects with a `name`, so the table needs no change when responders arrive.
+    """
+    responder = getattr(route, "responder", None)
+    if responder is None:
+        return []
+    declared = getattr(responder, "topics", None)
+    if declared is None:
+        return []
+    names: Iterable[object] = declared.keys() if isinstance(declared, Mapping) else declared
+    return [n if isinstance(n, str) else str(getattr(n, "name", n)) for n in names]
+
+
+def settings_table(app: KBridge) -> Table:
+    t = table("settings", "setting", "value")
+    s = app.settings
+    for f in fields(s):
+        if f.name == "kafka":
+            continue
+        value = getattr(s, f.name)
+        # Every float setting is a number of seconds (config.py validates them as such).
+        add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
+    add_row(t, "celery", celery_line(app))
+    for key, value in sorted(s.masked_kafka().items()):
+        add_row(t, f"kafka.{key}", value)
+    return t
+
+
+def routes_table(app: KBridge, one_line: bool = True) -> Table:
+    """One row per route. The delivery options share a cell: one line each on a terminal, so the
+    table fits a narrow one, and space-separated in a pipe, so each route stays on one line."""
+    t = table("routes", "group", "group_id", "topic", "consumer", "backend", "queue", "options")
+    for group in app.routes.groups.values():
+        for r in group.topics.values():
+            options = [
+                f"batch={'yes' if r.batch_consuming else 'no'}", f"timeout={seconds(r.timeout)}",
+                f"max_retries={r.max_retries}", f"dlq={r.dead_letter_topic}",
+                f"start_from={'beginning' if r.start_from_beginning else 'latest'}",
+            ]
+            add_row(
+                t, group.name, group.id, r.name, consumer_name(r), r.backend, queue_name(app, r),
+                (" " if one_line else "\n").join(options),
+            )
+    return t
+
+
+def flow_table(app: KBridge) -> Table:
+    """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics."""
+    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to")
+    for group in app.routes.groups.values():
+        for r in group.topics.values():
+            add_row(
+                t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
+                queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+            )
+    return t
