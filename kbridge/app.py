@@ -10,6 +10,7 @@ from .config import Settings
 from .dlq import DeadLetters
 from .errors import ConfigError, KBridgeError
 from .glass import PerformHook
+from .instrumentation import Monitor
 from .routing import Builder, ConsumerGroup, Topic
 from .routing.names import name_problem
 from .worker import register_task
@@ -55,6 +56,7 @@ class KBridge:
         # Context managers around every perform(), in the worker and inline; framework
         # integrations add theirs (an app context, database connection hygiene).
         self.perform_hooks: list[PerformHook] = []
+        self.monitor = Monitor()  # app.monitor.subscribe("perform.failed", fn); see instrumentation.EVENTS
         if app is not None:
             self.init_app(app)
         elif kafka is not None:
