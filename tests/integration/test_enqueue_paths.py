@@ -14,7 +14,7 @@ import pytest
 import redis
 from celery import Celery
 
-from kbridge.backends import redis_pipeline
+from kbridge.backends import ledger, redis_pipeline
 from kbridge.interchange import to_wire
 from kbridge.params import Params
 from kbridge.testing import processes
@@ -44,7 +44,8 @@ def test_pipeline_messages_match_what_apply_async_writes(pipeline: PipelineRun) 
 
     theirs, ours = (json.loads(m) for m in redis.Redis.from_url(pipeline.redis_url).lrange(queue, 0, -1)[::-1])
     assert ours.keys() == theirs.keys()
-    assert ours["headers"].keys() == theirs["headers"].keys()
+    assert ours["headers"].keys() - theirs["headers"].keys() == {ledger.HEADER}  # ours adds only the ledger's
+    assert theirs["headers"].keys() <= ours["headers"].keys()
     assert ours["properties"].keys() == theirs["properties"].keys()
     assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
     for key in ("task", "shadow", "retries", "timelimit", "lang"):
