@@ -40,7 +40,7 @@ def test_pipeline_messages_match_what_apply_async_writes(pipeline: PipelineRun) 
     perform.apply_async(args=["g/t", [wire]], queue=queue, shadow="g/t", serializer="json",
                         soft_time_limit=5, time_limit=15)
     assert redis_pipeline.supports(app, queue)
-    redis_pipeline.RedisPipelinePublisher(app).publish("kbridge.perform", queue, "g/t", [["g/t", [wire]]], 15, 5)
+    redis_pipeline.RedisPipelinePublisher(app, 60).publish("kbridge.perform", queue, "g/t", [["g/t", [wire]]], 15, 5)
 
     theirs, ours = (json.loads(m) for m in redis.Redis.from_url(pipeline.redis_url).lrange(queue, 0, -1)[::-1])
     assert ours.keys() == theirs.keys()
