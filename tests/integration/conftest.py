@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,6 +75,18 @@ class PipelineRun:
     def wait_all_committed(self, topic: str, written: dict[int, list[int]], timeout: float = 120) -> None:
         want = end_offsets(written, topic)
         wait_until(lambda: self.committed(topic) == want, timeout, what=f"committed offsets {want}")
+
+
+SCENARIO_LINES: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _collect_scenario_counts(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Keep each scenario's counts line for the run's closing summary (tests/conftest.py)."""
+    yield
+    out = capsys.readouterr().out
+    sys.stdout.write(out)  # still part of the test's own captured output
+    SCENARIO_LINES.extend(line for line in out.splitlines() if " produced=" in line or line.startswith("["))
 
 
 @pytest.fixture(scope="module")
