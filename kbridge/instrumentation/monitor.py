@@ -16,12 +16,13 @@ from ..errors import KBridgeError
 
 log = logging.getLogger("kbridge.monitor")
 
-# name -> what the payload carries
+# name -> what the payload carries. docs/instrumentation.md lists the same (tests/unit/test_instrumentation.py).
 EVENTS: dict[str, str] = {
     "app.started": "process ('listener' or 'worker'), client_id",
     "app.stopping": "process, client_id",
     "app.stopped": "process, client_id, exit_code",
     "signal.received": "signal (name)",
+    "connect.failed": "group_id, attempts, delay (seconds to the next attempt), error",
     "poll.started": "group_id",
     "poll.finished": "group_id, messages (count), seconds",
     "fetch": "group_id, topic, partition, messages (count), lag (high watermark - next offset, or None)",
@@ -31,11 +32,11 @@ EVENTS: dict[str, str] = {
     "enqueue.failed": "group_id, topic, partition, offset, error",
     "commit": "group_id, offsets ({'topic-partition': offset})",
     "commit.failed": "group_id, error",
-    "perform.started": "route, topic, partition, offset, attempt",
-    "perform.finished": "route, topic, partition, offset, attempt, seconds",
-    "perform.failed": "route, topic, partition, offset, attempt, seconds, error",
-    "retry": "route, topic, partition, offset, attempt, countdown",
-    "dead_letter": "route, topic, partition, offset, dead_letter_topic, error, attempts",
+    "perform.started": "route, group_id, topic, partition, offset, messages (count), attempt",
+    "perform.finished": "route, group_id, topic, partition, offset, messages (count), attempt, seconds",
+    "perform.failed": "route, group_id, topic, partition, offset, messages (count), attempt, seconds, error",
+    "retry": "route, group_id, topic, partition, offset, messages (count), attempt, countdown",
+    "dead_letter": "route, group_id, topic, partition, offset, dead_letter_topic, error, attempts",
     "produce": "topic, partition, offset",
     "produce.failed": "topic, error",
     "rebalance.assigned": "group_id, partitions",
@@ -52,14 +53,19 @@ class Monitor:
 
     def subscribe(self, event: str, fn: Subscriber) -> Subscriber:
         """fn(event, payload) runs on the thread that emits; keep it quick. '*' subscribes to all."""
-        names = list(EVENTS) if event == "*" else [event]
-        for name in names:
-            if name not in EVENTS:
-                raise KBridgeError(f"unknown event {name!r}; known events: {', '.join(EVENTS)}")
+        names = _known(event)
         with self._lock:
             for name in names:
-                self._subscribers[name].append(fn)
+                # Copy on write: instrument() iterates without the lock, maybe on another thread.
+                self._subscribers[name] = [*self._subscribers[name], fn]
         return fn
+
+    def unsubscribe(self, event: str, fn: Subscriber) -> None:
+        """Undo subscribe(event, fn); '*' removes fn from every event. Unknown names are refused the same way."""
+        names = _known(event)
+        with self._lock:
+            for name in names:
+                self._subscribers[name] = [f for f in self._subscribers[name] if f is not fn]
 
     def instrument(self, event: str, **payload: Any) -> None:
         subscribers = self._subscribers[event]  # KeyError for an unknown name: a bug in kbridge itself
@@ -72,3 +78,12 @@ class Monitor:
     def listens(self, event: str) -> bool:
         """Cheap check for the hot path: skip building a payload nobody reads."""
         return bool(self._subscribers[event])
+
+
+def _known(event: str) -> list[str]:
+    """The names event stands for ('*': all); an unknown name is an error, not a listener that never fires."""
+    if event == "*":
+        return list(EVENTS)
+    if event not in EVENTS:
+        raise KBridgeError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
+    return [event]
