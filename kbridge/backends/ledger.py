@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,9 +38,10 @@ def index_key(queue: str) -> str:
     return f"kbridge.ledger_index.{queue}"
 
 
-def record(pipe: Any, queue: str, task_id: str, message: str, now: float) -> None:
-    pipe.hset(ledger_key(queue), task_id, message)
-    pipe.zadd(index_key(queue), {task_id: now})
+def record_many(pipe: Any, queue: str, entries: dict[str, str], now: float) -> None:
+    """Open one entry per task (task id -> its encoded message), in two commands."""
+    pipe.hset(ledger_key(queue), mapping=entries)
+    pipe.zadd(index_key(queue), dict.fromkeys(entries, now))
 
 
 def clear(client: redis.Redis, queue: str, task_id: str) -> None:
@@ -106,3 +108,49 @@ class Reaper:
                 if needle in item:
                     return True
         return False
+
+
+class Closer:
+    """Closes ledger entries for a worker process in batches, off the task's own time.
+
+    One round trip per task would cost a trivial task as much as its own work, so
+    finished task ids are buffered and flushed by a daemon thread every `interval`
+    seconds (and at process shutdown). An entry whose close is lost to a crash is
+    only re-queued by the reaper: a duplicate, never a loss.
+    """
+
+    def __init__(self, url: str, interval: float = 0.2) -> None:
+        self.url, self.interval = url, interval
+        self._pending: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._thread: threading.Thread | None = None
+
+    def close_entry(self, queue: str, task_id: str) -> None:
+        with self._lock:
+            self._pending.setdefault(queue, []).append(task_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kbridge-ledger", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            if self._client is None:
+                self._client = redis.Redis.from_url(self.url)
+            pipe = self._client.pipeline(transaction=False)
+            for queue, ids in pending.items():
+                pipe.hdel(ledger_key(queue), *ids)
+                pipe.zrem(index_key(queue), *ids)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("could not close %d ledger entr(ies): %s; the reaper may run them again",
+                        sum(map(len, pending.values())), exc)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()

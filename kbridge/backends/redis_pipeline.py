@@ -10,6 +10,7 @@ broker's confirmation. Each task also gets a ledger entry (see ledger.py).
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
@@ -47,6 +48,8 @@ class RedisPipelinePublisher:
         self.client = redis.Redis.from_url(conf.broker_write_url or conf.broker_url)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
+        self._id_prefix = str(uuid.uuid4())[:24]  # 8-4-4-4 hex groups and a dash, then a 12-digit counter
+        self._counter = itertools.count()
         options = conf.broker_transport_options or {}
         self.reapers: dict[str, ledger.Reaper] = {}
         self._reaper_args = (redelivery_after, options.get("unacked_key", ledger.UNACKED_KEY))
@@ -61,23 +64,30 @@ class RedisPipelinePublisher:
         """
         if queue not in self.reapers:
             self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
-        now = time.time()
-        pipe = self.client.pipeline(transaction=True)
+        entries: dict[str, str] = {}
         for args in argsets:
-            message = self._message(task_name, queue, shadow, args, time_limit, soft_time_limit)
-            encoded = _dumps(message)
-            pipe.lpush(queue, encoded)
-            ledger.record(pipe, queue, message["headers"]["id"], encoded, now)
+            task_id = self._next_id()
+            message = self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
+            entries[task_id] = _dumps(message)
+        # Three commands per batch, not per message. One LPUSH of many values keeps their order
+        # for BRPOP, the same as one LPUSH each.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(queue, *entries.values())
+        ledger.record_many(pipe, queue, entries, time.time())
         pipe.execute()
+
+    def _next_id(self) -> str:
+        """Unique task ids without a uuid4 (an os.urandom call) per message: a random prefix and a counter."""
+        return f"{self._id_prefix}{next(self._counter):012x}"
 
     def reap(self) -> int:
         """Re-queue tasks the broker lost between delivery and unacked bookkeeping."""
         return sum(reaper.reap() for reaper in self.reapers.values())
 
     def _message(
-        self, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float, soft_time_limit: float
+        self, task_id: str, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float,
+        soft_time_limit: float,
     ) -> dict[str, Any]:
-        task_id = str(uuid.uuid4())
         body = _dumps([args, {}, _EMBED]).encode("utf-8")
         return {
             "body": base64.b64encode(body).decode("ascii"),
@@ -112,7 +122,7 @@ class RedisPipelinePublisher:
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": task_id,  # unique per message; kombu gives retries tags of their own
             },
         }
 
