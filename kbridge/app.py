@@ -10,12 +10,15 @@ from .config import Settings
 from .dlq import DeadLetters
 from .errors import ConfigError, KBridgeError
 from .glass import PerformHook
-from .instrumentation import Monitor
+from .instrumentation import Monitor, celery_signals
+from .producer import Delivery, Headers, Producer, Serializer, register_app
 from .routing import Builder, ConsumerGroup, Topic
 from .routing.names import name_problem
 from .worker import register_task
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from celery import Celery
     from flask import Flask
 
@@ -49,6 +52,7 @@ class KBridge:
         }
         self._settings: Settings | None = None
         self._dead_letters: DeadLetters | None = None
+        self._producer: Producer | None = None
         self._routes: Builder | None = None
         self._routes_have_celery = celery is not None
         self._backends: dict[str, Backend] = {}
@@ -94,7 +98,11 @@ class KBridge:
         if self._dead_letters is not None:
             self._dead_letters.close()
         self._settings = settings
-        self._dead_letters = DeadLetters(settings)
+        self._dead_letters = DeadLetters(settings, self.monitor)
+        if self._producer is not None:
+            self._producer.close()
+        self._producer = Producer(settings, self.monitor)
+        register_app(self)  # the default app of kbridge.produce() (see kbridge.producer)
         self._backends.clear()
         if self._routes is None or not self._routes.groups:
             self._routes = self._new_builder(settings.client_id, celery)
@@ -105,6 +113,7 @@ class KBridge:
     def _register(self, celery: Celery) -> None:
         # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
         self.perform_task = register_task(celery, self)
+        celery_signals.connect(celery, self)  # worker lifecycle events; metrics_port served by the worker
         self._task_celery = celery
 
     def _new_builder(self, client_id: str, celery: Celery | None) -> Builder:
@@ -168,6 +177,51 @@ class KBridge:
         self._dead_letters = value
 
     @property
+    def producer(self) -> Producer:
+        """This app's producing side (kbridge.producer): one lazily created KafkaProducer per process."""
+        if self._producer is None:
+            raise KBridgeError(f"{self!r} is not configured yet: {_COMPLETE_HINT}")
+        return self._producer
+
+    @producer.setter
+    def producer(self, value: Producer) -> None:
+        self._producer = value
+
+    def produce(
+        self,
+        topic: str,
+        payload: Any,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        *,
+        serializer: Serializer | None = None,
+    ) -> Delivery:
+        """Send one message to topic (a logical name: the topic mapper applies) and wait for Kafka's ack.
+
+        payload: JSON-serialized unless serializer= is given; bytes are sent untouched, None is a
+        tombstone. Raises ProduceError, naming the topic and the cause, if Kafka did not take it.
+        """
+        return self.producer.produce(topic, payload, key, headers, partition, serializer=serializer)
+
+    def produce_async(
+        self,
+        topic: str,
+        payload: Any,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        *,
+        serializer: Serializer | None = None,
+    ) -> Future[Delivery]:
+        """Send without waiting: a future resolving to a Delivery, or failing with ProduceError."""
+        return self.producer.produce_async(topic, payload, key, headers, partition, serializer=serializer)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message this process sent through this app is acknowledged or failed."""
+        self.producer.flush(timeout)
+
+    @property
     def client_id(self) -> str:
         if self._settings is None and self._routes is not None:
             return self._routes.client_id
@@ -189,7 +243,7 @@ class KBridge:
                 assert self.celery is not None  # checked when the route was built
                 self._backends[name] = CeleryBackend(self.celery, self.settings.redelivery_after)
             else:
-                self._backends[name] = InlineBackend(self.dead_letters, self.perform_hooks)
+                self._backends[name] = InlineBackend(self.dead_letters, self.perform_hooks, self.monitor)
         return self._backends[name]
 
     def __repr__(self) -> str:

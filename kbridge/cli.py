@@ -37,6 +37,13 @@ def groups_option(fn: F) -> F:
     )(fn)
 
 
+def metrics_port_option(fn: F) -> F:
+    return click.option(
+        "--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="KBRIDGE_METRICS_PORT",
+        help="Serve Prometheus metrics on this port (needs kbridge[prometheus]). Default: the metrics_port setting.",
+    )(fn)
+
+
 def _load(app_spec: str | None) -> KBridge:
     """The app given by a framework integration (click's ctx.obj), else --app / KBRIDGE_APP.
 
@@ -86,22 +93,57 @@ def main(log_level: str) -> None:
 @main.command()
 @app_option
 @groups_option
-def listen(app_spec: str | None, consumer_groups: str) -> None:
+@metrics_port_option
+@click.option("--health-port", type=click.IntRange(1, 65535), default=None, envvar="KBRIDGE_HEALTH_PORT",
+              help="Answer Kubernetes probes on this port: /live and /ready. Default: the health_port setting.")
+@click.option("--log-batches/--no-log-batches", default=True, show_default=True,
+              help="Log one INFO line per enqueued partition batch (logger kbridge.events).")
+def listen(
+    app_spec: str | None, consumer_groups: str, metrics_port: int | None, health_port: int | None, log_batches: bool
+) -> None:
     """Consume the routed topics and enqueue their consumers."""
+    from .instrumentation.wiring import instrument_listener
     from .listener import Server
 
     app = _load(app_spec)
-    sys.exit(Server(app, _groups(app, consumer_groups)).run())
+    groups = _groups(app, consumer_groups)
+    try:
+        served = instrument_listener(
+            app, [g.id for g in groups], log_batches=log_batches,
+            metrics_port=metrics_port if metrics_port is not None else app.settings.metrics_port,
+            health_port=health_port if health_port is not None else app.settings.health_port,
+        )
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        code = Server(app, groups).run()
+    finally:
+        served.close()
+    sys.exit(code)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @app_option
+@metrics_port_option
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str | None) -> None:
-    """Start a Celery worker for the app; extra arguments go to `celery worker`."""
+def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None) -> None:
+    """Start a Celery worker for the app; extra arguments go to `celery worker`.
+
+    With a metrics port, the worker's main process serves the metrics of its whole pool
+    (prometheus_client's multiprocess mode).
+    """
+    from .instrumentation import prometheus
+
+    if metrics_port is not None:
+        prometheus.prepare_multiprocess()  # before the app, or anything it imports, loads prometheus_client
     app = _load(app_spec)
     if app.celery is None:
         raise click.ClickException(f"app {app.client_id!r} has no Celery app: pass KBridge(celery=...)")
+    if metrics_port is not None:
+        try:
+            prometheus.serve_worker_metrics(app.monitor, metrics_port)
+        except KBridgeError as exc:
+            raise click.ClickException(str(exc)) from None
     app.celery.worker_main(argv=["worker", *ctx.args])
 
 
@@ -124,6 +166,37 @@ def flow(app_spec: str | None) -> None:
 
     app = _load(app_spec)
     render.show(render.flow_table(app))
+
+
+@main.command()
+@app_option
+@groups_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds to wait for the partitions' high watermarks.")
+def lag(app_spec: str | None, consumer_groups: str, timeout: float) -> None:
+    """Show each consumer group's lag per partition: committed offset, end offset, lag."""
+    from . import render
+    from .lag import LIST_OFFSETS, group_lag
+
+    app = _load(app_spec)
+    groups = _groups(app, consumer_groups)
+    try:
+        report = group_lag(app.settings, groups, timeout)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = report.partitions
+    table = render.table("lag", "group_id", "topic", "partition", "committed", "end", "lag")
+    for r in rows:
+        end = render.NONE if r.end is None else f"{r.end}{'*' if r.end_source == LIST_OFFSETS else ''}"
+        committed, behind = (render.NONE if v is None else v for v in (r.committed, r.lag))
+        render.add_row(table, r.group_id, r.topic, r.partition, committed, end, behind)
+    render.show(table)
+    click.echo(f"total lag: {sum(r.lag or 0 for r in rows)} in {len(rows)} partition(s) of {len(groups)} group(s)")
+    for group_id, topic in report.missing_topics:
+        click.echo(f"topic {topic} of {group_id} does not exist in Kafka (kbridge topics create makes it)")
+    if any(r.end_source == LIST_OFFSETS for r in rows):
+        click.echo("* end offset from ListOffsets(LATEST): no high watermark came in time. Some brokers (Tansu 0.6) "
+                   "under-report it, so that lag may be too low.")
 
 
 @main.command()

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from . import callbacks
 from .errors import KBridgeError
 from .params import Params, ParamsBatch
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .producer import Delivery
     from .routing.topic import Topic
 
 _FILTER_MARK = "__kbridge_before_enqueue__"
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Where mark_as_consumed() reports a mark: set by whoever runs perform() on the listener's thread
+# (the processor, the test client) around a run of a topic with automatically_mark_as_consumed=False.
+_mark_sink: ContextVar[Callable[[Params], None] | None] = ContextVar("kbridge_mark_sink", default=None)
+
+
+@contextmanager
+def collecting_marks(sink: Callable[[Params], None]) -> Iterator[None]:
+    """Route mark_as_consumed() calls made inside this block to sink (one call per mark)."""
+    token = _mark_sink.set(sink)
+    try:
+        yield
+    finally:
+        _mark_sink.reset(token)
 
 
 def before_enqueue(fn: F) -> F:
@@ -30,6 +50,7 @@ class BaseConsumer:
     """
 
     _filters: ClassVar[tuple[str, ...]] = ()
+    _callbacks: ClassVar[dict[str, tuple[str, ...]]] = {}  # kind -> method names; see kbridge.callbacks
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -39,10 +60,12 @@ class BaseConsumer:
                 if getattr(value, _FILTER_MARK, False) and name not in names:
                     names.append(name)
         cls._filters = tuple(names)
+        cls._callbacks = callbacks.collect(cls)
 
     def __init__(self, topic: Topic, params_batch: ParamsBatch) -> None:
         self.topic = topic
         self.params_batch = params_batch
+        self.marked: list[Params] = []  # what this run passed to mark_as_consumed(), in call order
 
     @property
     def params(self) -> Params:
@@ -56,6 +79,36 @@ class BaseConsumer:
     def run_filters(self) -> bool:
         """True when every before_enqueue filter passes; stops at the first falsy one."""
         return all(getattr(self, name)() for name in self._filters)
+
+    def mark_as_consumed(self, params: Params) -> None:
+        """Karafka's manual offset management: commit params.offset + 1 for params' partition.
+
+        Only on a topic routed with automatically_mark_as_consumed=False (inline backend),
+        where nothing else moves the committed offset. Kafka keeps one offset per partition,
+        so marking a message counts every earlier message of its partition as consumed too,
+        marked or not. A mark below an earlier one changes nothing. On other topics this is
+        a no-op: every handled message is committed anyway.
+        """
+        if not any(p.offset == params.offset and p.partition == params.partition and p.topic == params.topic
+                   for p in self.params_batch):
+            raise KBridgeError(
+                f"{type(self).__name__}.mark_as_consumed({params!r}): only a message of this run's "
+                f"params_batch can be marked ({self.params_batch!r})"
+            )
+        self.marked.append(params)
+        sink = _mark_sink.get()
+        if sink is not None and not self.topic.automatically_mark_as_consumed:
+            sink(params)
+
+    def respond_with(self, *args: Any, **kwargs: Any) -> list[Future[Delivery]]:
+        """Call the route's responder (topic option responder=...) with these arguments.
+
+        Its respond() buffers, the usage is validated, and only then is anything sent
+        (kbridge.responder). Raises ResponderError or ProduceError, so perform() fails and retries.
+        """
+        from .responder import respond_with
+
+        return respond_with(self, args, kwargs)
 
     def perform(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement perform()")

@@ -18,6 +18,7 @@ from .params import Params
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .instrumentation import Monitor
 
 log = logging.getLogger("kbridge.dlq")
 
@@ -55,8 +56,9 @@ def dead_letter_headers(
 class DeadLetters:
     """One lazily created producer per process: kafka-python producers do not survive fork."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, monitor: Monitor | None = None) -> None:
         self.settings = settings
+        self.monitor = monitor  # the dead_letter event is emitted here, once Kafka acknowledged
         self._producer: KafkaProducer | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -70,9 +72,12 @@ class DeadLetters:
             return self._producer
 
     def send(self, topic: str, params: Params, error: BaseException, attempts: int, group_id: str) -> None:
-        """Produce and wait for the acknowledgement; raises if Kafka did not take it."""
+        """Produce and wait for the acknowledgement; raises if Kafka did not take it.
+
+        topic is the route-side name (e.g. route.dead_letter_topic); the topic mapper gives Kafka's.
+        """
         future = self._get_producer().send(
-            topic,
+            self.settings.topic_mapper.outgoing(topic),
             value=params.raw_payload,
             key=params.key,
             headers=dead_letter_headers(params, error, attempts, group_id),
@@ -83,6 +88,12 @@ class DeadLetters:
             params.topic, params.partition, params.offset, topic, metadata.partition, metadata.offset,
             attempts, type(error).__name__, str(error)[:300],
         )
+        if self.monitor is not None:
+            self.monitor.instrument(
+                "dead_letter", route=f"{group_id}/{params.topic}", group_id=group_id, topic=params.topic,
+                partition=params.partition, offset=params.offset, dead_letter_topic=topic,
+                error=f"{type(error).__name__}: {error}", attempts=attempts,
+            )
 
     def close(self) -> None:
         with self._lock:

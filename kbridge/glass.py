@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .consumer import BaseConsumer
 from .deadline import deadline
@@ -25,6 +25,7 @@ from .params import ParamsBatch
 
 if TYPE_CHECKING:
     from .dlq import DeadLetters
+    from .instrumentation import Monitor
     from .routing.topic import Topic
 
 log = logging.getLogger("kbridge.glass")
@@ -50,6 +51,34 @@ def run(consumer: BaseConsumer, hooks: Sequence[PerformHook] = ()) -> None:
             raise
 
 
+def perform(
+    route: Topic, batch: ParamsBatch, hooks: Sequence[PerformHook] = (), monitor: Monitor | None = None,
+    attempt: int = 1,
+) -> None:
+    """run() with the perform.started / .finished / .failed events around it (worker and inline alike)."""
+    if monitor is None:
+        run(route.consumer(route, batch), hooks)
+        return
+    where = where_payload(route, batch)
+    monitor.instrument("perform.started", **where, attempt=attempt)
+    started = time.monotonic()
+    try:
+        run(route.consumer(route, batch), hooks)
+    except BaseException as exc:
+        monitor.instrument("perform.failed", **where, attempt=attempt,
+                           seconds=time.monotonic() - started, error=f"{type(exc).__name__}: {exc}")
+        raise
+    monitor.instrument("perform.finished", **where, attempt=attempt,
+                       seconds=time.monotonic() - started)
+
+
+def where_payload(route: Topic, batch: ParamsBatch) -> dict[str, Any]:
+    """route, group_id, topic, partition, offset (of the batch's first message) and messages, for perform and retry."""
+    first = batch[0]
+    return {"route": route.route_id, "group_id": route.group_id, "topic": first.topic,
+            "partition": first.partition, "offset": first.offset, "messages": len(batch)}
+
+
 def should_retry(route: Topic, exc: BaseException, retries_done: int) -> bool:
     return not isinstance(exc, NOT_RETRIED) and retries_done < route.max_retries
 
@@ -61,7 +90,8 @@ def backoff(route: Topic, retries_done: int) -> float:
 
 
 def run_inline(
-    route: Topic, batch: ParamsBatch, dead_letters: DeadLetters, hooks: Sequence[PerformHook] = ()
+    route: Topic, batch: ParamsBatch, dead_letters: DeadLetters, hooks: Sequence[PerformHook] = (),
+    monitor: Monitor | None = None,
 ) -> int:
     """Run perform() under the policy; returns the number of attempts made.
 
@@ -71,7 +101,7 @@ def run_inline(
     while True:
         try:
             with deadline(route.timeout, f"{route.consumer.__name__}.perform on {route.shadow}"):
-                run(route.consumer(route, batch), hooks)
+                perform(route, batch, hooks, monitor, retries + 1)
             return retries + 1
         except Exception as exc:
             if should_retry(route, exc, retries):
@@ -80,6 +110,8 @@ def run_inline(
                     "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
                     route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, delay,
                 )
+                if monitor is not None:
+                    monitor.instrument("retry", **where_payload(route, batch), attempt=retries + 1, countdown=delay)
                 time.sleep(delay)
                 retries += 1
                 continue

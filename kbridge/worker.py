@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import redis
 from celery.signals import worker_process_shutdown
 
 from . import glass
@@ -59,7 +58,13 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
 
     @worker_process_shutdown.connect(weak=False)
     def _close_producer(**_: Any) -> None:
-        kbridge_app.dead_letters.close()
+        for (pid, _url), closer in list(_closers.items()):
+            if pid == os.getpid():
+                closer.flush()
+        try:
+            kbridge_app.producer.close()  # flushes what produce_async() and async responder topics buffered
+        finally:
+            kbridge_app.dead_letters.close()
 
     return perform
 
@@ -71,11 +76,12 @@ def _run(task: Any, kbridge_app: KBridge, route_id: str, messages: list[dict[str
     except UnknownRouteError as exc:
         log.error("refused task %s: %s", task.request.id, exc)
         batch = ParamsBatch([from_wire(m) for m in messages])
-        _dead_letter(task, kbridge_app, batch, exc, retries + 1, lambda p: f"{p.topic}.dlq", "unknown")
+        _dead_letter(task, kbridge_app, batch, exc, retries + 1, unknown_route_dlq(kbridge_app), "unknown")
         return
     batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
+    monitor = kbridge_app.monitor
     try:
-        glass.run(route.consumer(route, batch), kbridge_app.perform_hooks)
+        glass.perform(route, batch, kbridge_app.perform_hooks, monitor, retries + 1)
         return
     except Exception as exc:
         if glass.should_retry(route, exc, retries):
@@ -84,27 +90,33 @@ def _run(task: Any, kbridge_app: KBridge, route_id: str, messages: list[dict[str
                 "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
                 route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, countdown,
             )
+            monitor.instrument("retry", **glass.where_payload(route, batch), attempt=retries + 1, countdown=countdown)
             raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
         failure = exc
     _dead_letter(task, kbridge_app, batch, failure, retries + 1, lambda p: route.dead_letter_topic, route.group_id)
 
 
-_ledger_clients: dict[tuple[int, str], redis.Redis] = {}
+def unknown_route_dlq(kbridge_app: KBridge) -> Callable[[Params], str]:
+    """'<topic>.dlq' for a message of no route; params.topic is the Kafka name, so map it back first."""
+    mapper = kbridge_app.settings.topic_mapper
+    return lambda p: f"{mapper.incoming(p.topic)}.dlq"
+
+
+_closers: dict[tuple[int, str], ledger.Closer] = {}
+
+
+def _ledger_closer(url: str) -> ledger.Closer:
+    key = (os.getpid(), url)  # one per process: a forked child builds its own
+    if key not in _closers:
+        _closers[key] = ledger.Closer(url)
+    return _closers[key]
 
 
 def _clear_ledger(task: Any) -> None:
-    """Close the task's ledger entry (Redis fast path only); a failure here costs a duplicate, not a loss."""
+    """Close the task's ledger entry (Redis fast path only), batched off the task's own time."""
     queue = getattr(task.request, ledger.HEADER, None)
-    if not queue:
-        return
-    url = task.app.conf.broker_url
-    key = (os.getpid(), url)
-    try:
-        if key not in _ledger_clients:
-            _ledger_clients[key] = redis.Redis.from_url(url)
-        ledger.clear(_ledger_clients[key], queue, task.request.id)
-    except Exception as exc:
-        log.warning("could not clear the ledger entry of task %s: %s", task.request.id, exc)
+    if queue:
+        _ledger_closer(task.app.conf.broker_url).close_entry(queue, task.request.id)
 
 
 def _dead_letter(

@@ -7,22 +7,27 @@ from collections.abc import Sequence
 from .. import glass
 from ..dlq import DeadLetters
 from ..errors import EnqueueError
+from ..instrumentation import Monitor
 from ..params import Params, ParamsBatch
 from ..routing.topic import Topic
 
 
 class InlineBackend:
-    def __init__(self, dead_letters: DeadLetters, hooks: Sequence[glass.PerformHook] = ()) -> None:
+    def __init__(
+        self, dead_letters: DeadLetters, hooks: Sequence[glass.PerformHook] = (), monitor: Monitor | None = None
+    ) -> None:
         self.dead_letters = dead_letters
         self.hooks = hooks
+        self.monitor = monitor
 
     def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
-        """One run per message (or one per batch); a run that could not even be dead-lettered stops here."""
-        units = [messages] if route.batch_consuming else [[m] for m in messages]
+        """One run per message (or per batch of at most max_batch_size); a run that could not even be
+        dead-lettered stops here."""
+        units = route.units(messages)
         done = 0
         for unit in units:
             try:
-                glass.run_inline(route, ParamsBatch(unit), self.dead_letters, self.hooks)
+                glass.run_inline(route, ParamsBatch(unit), self.dead_letters, self.hooks, self.monitor)
             except Exception as exc:
                 raise EnqueueError(
                     f"{route.shadow} offset {unit[0].offset} failed and could not be dead-lettered: "

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,13 @@ import tenacity
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from .. import callbacks
+from ..consumer import collecting_marks
 from ..errors import ConfigError, EnqueueError
 from ..interchange import params_from_record
 from ..params import Params, ParamsBatch
 from ..routing import ConsumerGroup, Topic
+from ..routing.mapper import kafka_names
 from .offsets import OffsetTracker
 
 if TYPE_CHECKING:
@@ -42,6 +46,9 @@ class Stats:
     enqueued: int = 0
     dead_lettered: int = 0
     committed_offsets: dict[str, int] = field(default_factory=dict)
+    # time.monotonic() when the poll loop last completed a turn; 0.0 until it first does.
+    # A swarm supervisor replaces a node whose loop stopped turning (kbridge.swarm.health).
+    last_tick: float = 0.0
 
 
 @dataclass
@@ -64,14 +71,22 @@ class GroupProcessor:
         self.consumer: KafkaConsumer | None = None
         self._commit_failing = False
         self._next_housekeeping = 0.0
+        # Group-wide consumer callbacks run once per consumer class (kbridge.callbacks).
+        self._per_class = {
+            kind: callbacks.per_consumer_class(group.topics.values(), kind)
+            for kind in (callbacks.BEFORE_POLL, callbacks.AFTER_POLL, callbacks.BEFORE_STOP)
+        }
+        self.monitor = app.monitor  # events: kbridge.instrumentation.EVENTS; payloads built only if listened to
 
     # -- lifecycle -------------------------------------------------------
 
     def run(self) -> None:
+        # Kafka names of the routed topics (the topic mapper); a broken mapper fails here, before connecting.
+        subscription = kafka_names(self.app.settings.topic_mapper, self.group.topics)
         self.consumer = self._connect_with_backoff()
         if self.consumer is None:
             return  # stopped while Kafka was unreachable
-        self.consumer.subscribe(topics=list(self.group.topics), listener=_Rebalance(self))
+        self.consumer.subscribe(topics=list(subscription), listener=_Rebalance(self))
         log.info("consumer group %s listening to %s", self.group.id, ", ".join(self.group.topics))
         try:
             while not self.stop.is_set():
@@ -82,18 +97,45 @@ class GroupProcessor:
     def tick(self) -> None:
         assert self.consumer is not None
         self._retry_held()
+        callbacks.fire_all(callbacks.BEFORE_POLL, self._per_class[callbacks.BEFORE_POLL])
         settings = self.app.settings
+        monitor = self.monitor
+        if monitor.listens("poll.started"):
+            monitor.instrument("poll.started", group_id=self.group.id)
+        polled_at = time.monotonic()
         polled = self.consumer.poll(
             timeout_ms=int(settings.poll_timeout * 1000), max_records=settings.max_poll_records
         )
+        if monitor.listens("poll.finished"):
+            monitor.instrument("poll.finished", group_id=self.group.id,
+                               messages=sum(map(len, polled.values())), seconds=time.monotonic() - polled_at)
         now_ms = time.time() * 1000.0
         for tp, records in polled.items():
-            route = self.group.topics[tp.topic]
+            route = self._route(tp)
             self.stats.fetched += len(records)
-            self._handle(tp, route, [params_from_record(r, route.deserializer, now_ms) for r in records])
+            if monitor.listens("fetch"):
+                self._fetched(tp, len(records), records[-1].offset)
+            messages = [params_from_record(r, route.deserializer, now_ms) for r in records]
+            if callbacks.declares(route, callbacks.AFTER_FETCH):
+                callbacks.fire(callbacks.AFTER_FETCH, route, ParamsBatch(messages))
+            self._handle(tp, route, messages)
         self.commit()
+        callbacks.fire_all(callbacks.AFTER_POLL, self._per_class[callbacks.AFTER_POLL])
         if time.monotonic() >= self._next_housekeeping:
             self._housekeeping()
+        self.stats.last_tick = time.monotonic()
+
+    def _route(self, tp: TopicPartition) -> Topic:
+        """A fetched partition's route: the topic mapper turns the Kafka name back into the route's name."""
+        return self.group.topics[self.app.settings.topic_mapper.incoming(tp.topic)]
+
+    def _fetched(self, tp: TopicPartition, count: int, last_offset: int) -> None:
+        """The fetch event; lag comes from the fetch response's high watermark (correct even on Tansu)."""
+        assert self.consumer is not None
+        highwater = self.consumer.highwater(tp)
+        lag = None if highwater is None else max(0, highwater - (last_offset + 1))
+        self.monitor.instrument("fetch", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
+                                messages=count, lag=lag)
 
     def _housekeeping(self) -> None:
         """Backend chores off the hot path, e.g. re-queueing tasks a Redis broker lost."""
@@ -113,9 +155,11 @@ class GroupProcessor:
         while not self.stop.is_set():
             try:
                 consumer = self._connect()
-            except (KafkaTimeoutError, KafkaConnectionError):
+            except (KafkaTimeoutError, KafkaConnectionError) as exc:
                 attempts += 1
                 delay = self._backoff(attempts)
+                self.monitor.instrument("connect.failed", group_id=self.group.id, attempts=attempts, delay=delay,
+                                        error=f"{type(exc).__name__}: {exc}")
                 if attempts == 1 or attempts % 10 == 0:
                     log.warning(
                         "consumer group %s: no Kafka broker reachable at %s (attempt %d); retrying in %.1fs",
@@ -139,7 +183,8 @@ class GroupProcessor:
             ])
         return KafkaConsumer(
             # Short bootstrap attempts keep a stop request responsive while Kafka is down.
-            **{"bootstrap_timeout_ms": 5000, **self.app.settings.consumer_config()},
+            # A short fetch wait: a bridge should hand a message over soon after it arrives.
+            **{"bootstrap_timeout_ms": 5000, "fetch_max_wait_ms": 100, **self.app.settings.consumer_config()},
             group_id=self.group.id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if starts.pop() else "latest",
@@ -149,6 +194,7 @@ class GroupProcessor:
         if self.consumer is None:
             return
         try:
+            callbacks.fire_all(callbacks.BEFORE_STOP, self._per_class[callbacks.BEFORE_STOP])
             self.commit()
         finally:
             self.consumer.close(autocommit=False)  # leaves the group
@@ -164,11 +210,13 @@ class GroupProcessor:
     def _deliver(
         self, tp: TopicPartition, route: Topic, messages: list[Params]
     ) -> tuple[list[Params], str] | None:
-        """Filter, then hand the accepted messages over in one backend call, marking what is handled.
+        """Filter, then hand the accepted messages over, marking what is handled.
 
-        Filtering stops at a message whose dead letter Kafka did not acknowledge; what
-        came before it is still handed over. Returns the messages not handled and why,
-        or None when all were.
+        One backend call, or one per batch of at most max_batch_size on batch-consuming
+        topics. Filtering stops at a message whose dead letter Kafka did not acknowledge; what
+        came before it is still handed over. On a topic with automatically_mark_as_consumed=False
+        only perform()'s mark_as_consumed() calls mark offsets. Returns the messages not
+        handled and why, or None when all were.
         """
         accepted: list[int] = []
         end, problem = len(messages), ""
@@ -179,18 +227,44 @@ class GroupProcessor:
             except Exception as exc:
                 end, problem = i, f"{type(exc).__name__}: {exc}"
                 break
+        started = time.monotonic()
+        handed = 0
         try:
-            if accepted:
-                self.app.backend(route.backend).enqueue(route, [messages[i] for i in accepted])
+            with self._manual_marks(route):
+                for unit in self._handovers(route, [messages[i] for i in accepted]):
+                    self.app.backend(route.backend).enqueue(route, unit)
+                    handed += len(unit)
         except Exception as exc:
-            confirmed = exc.confirmed if isinstance(exc, EnqueueError) else 0
+            confirmed = handed + (exc.confirmed if isinstance(exc, EnqueueError) else 0)
             self.stats.enqueued += confirmed
             end, problem = accepted[confirmed], f"{type(exc).__name__}: {exc}"
+            self._enqueued(tp, confirmed, started)
+            self.monitor.instrument("enqueue.failed", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
+                                    offset=messages[end].offset, error=problem)
         else:
             self.stats.enqueued += len(accepted)
-        if end:
+            self._enqueued(tp, len(accepted), started)
+        if end and route.automatically_mark_as_consumed:
             self.offsets.mark(tp, messages[end - 1].offset)
         return (messages[end:], problem) if end < len(messages) else None
+
+    @staticmethod
+    def _handovers(route: Topic, accepted: list[Params]) -> list[Sequence[Params]]:
+        """One backend call per capped batch (the backend makes each one task); else all in one call."""
+        if not accepted:
+            return []
+        return route.units(accepted) if route.batch_consuming and route.max_batch_size else [accepted]
+
+    def _manual_marks(self, route: Topic) -> AbstractContextManager[None]:
+        """On manual topics, perform()'s marks go straight to the offset tracker (same thread, in order)."""
+        if route.automatically_mark_as_consumed:
+            return nullcontext()
+        return collecting_marks(lambda p: self.offsets.mark(TopicPartition(p.topic, p.partition), p.offset))
+
+    def _enqueued(self, tp: TopicPartition, count: int, started: float) -> None:
+        if count and self.monitor.listens("enqueue"):
+            self.monitor.instrument("enqueue", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
+                                    messages=count, seconds=time.monotonic() - started)
 
     def _accepts(self, route: Topic, message: Params) -> bool:
         """Run the filters. A filter that raises dead-letters the message (rule 5): not dropped, not retried."""
@@ -199,11 +273,17 @@ class GroupProcessor:
         try:
             accepted = route.consumer(route, ParamsBatch([message])).run_filters()
         except Exception as exc:
+            self.monitor.instrument("filter.failed", group_id=self.group.id, topic=message.topic,
+                                    partition=message.partition, offset=message.offset,
+                                    error=f"{type(exc).__name__}: {exc}")
             self.app.dead_letters.send(route.dead_letter_topic, message, exc, 1, route.group_id)
             self.stats.dead_lettered += 1
             return False
         if not accepted:
             self.stats.filtered += 1
+            if self.monitor.listens("filter.rejected"):
+                self.monitor.instrument("filter.rejected", group_id=self.group.id, topic=message.topic,
+                                        partition=message.partition, offset=message.offset)
         return accepted
 
     # -- holding and retrying -------------------------------------------
@@ -227,7 +307,7 @@ class GroupProcessor:
         for tp, held in list(self._held.items()):
             if held.retry_at > now:
                 continue
-            failure = self._deliver(tp, self.group.topics[tp.topic], held.messages)
+            failure = self._deliver(tp, self._route(tp), held.messages)
             if failure is None:
                 del self._held[tp]
                 self.consumer.resume(tp)
@@ -252,6 +332,7 @@ class GroupProcessor:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in pending.items()})
         except KafkaError as exc:
             # Not committed is safe: the offsets stay pending and the next tick tries again.
+            self.monitor.instrument("commit.failed", group_id=self.group.id, error=f"{type(exc).__name__}: {exc}")
             if not self._commit_failing:
                 log.warning("consumer group %s: commit failed (%s: %s); will retry", self.group.id,
                             type(exc).__name__, exc)
@@ -263,6 +344,9 @@ class GroupProcessor:
         self.offsets.committed(pending)
         for tp, o in pending.items():
             self.stats.committed_offsets[f"{tp.topic}-{tp.partition}"] = o
+        if self.monitor.listens("commit"):
+            self.monitor.instrument("commit", group_id=self.group.id,
+                                    offsets={f"{tp.topic}-{tp.partition}": o for tp, o in pending.items()})
 
     def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.commit(list(revoked))
@@ -286,9 +370,18 @@ class _Rebalance(ConsumerRebalanceListener):
         if revoked:
             log.info("group %s: partitions revoked: %s", self.processor.group.id, _names(revoked))
             self.processor.on_revoked(revoked)
+            self.processor.monitor.instrument("rebalance.revoked", group_id=self.processor.group.id,
+                                              partitions=_pairs(revoked))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("group %s: partitions assigned: %s", self.processor.group.id, _names(assigned) or "none")
+        # Emitted even when empty: the member joined the group (a listener past the partition count gets none).
+        self.processor.monitor.instrument("rebalance.assigned", group_id=self.processor.group.id,
+                                          partitions=_pairs(assigned))
+
+
+def _pairs(tps: Sequence[TopicPartition]) -> list[tuple[str, int]]:
+    return [(tp.topic, tp.partition) for tp in sorted(tps)]
 
 
 def _names(tps: Sequence[TopicPartition]) -> str:

@@ -38,6 +38,13 @@ class Server:
 
     def run(self) -> int:
         """Block until stopped; return the process exit code."""
+        monitor, client_id = self.app.monitor, self.app.client_id
+        monitor.instrument("app.started", process="listener", client_id=client_id)
+        code = self._run()
+        monitor.instrument("app.stopped", process="listener", client_id=client_id, exit_code=code)
+        return code
+
+    def _run(self) -> int:
         self._install_signals()
         threads = [
             threading.Thread(target=self._run_group, args=(p,), name=f"kbridge-{p.group.name}", daemon=True)
@@ -53,6 +60,7 @@ class Server:
                 last_summary = time.monotonic()
                 for p in self.processors:
                     log.info("group %s: %s", p.group.id, p.summary())
+        self.app.monitor.instrument("app.stopping", process="listener", client_id=self.app.client_id)
         deadline = time.monotonic() + self.app.settings.shutdown_timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -83,6 +91,7 @@ class Server:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
+        self.app.monitor.instrument("signal.received", signal=name)
         if self._signals > 1:
             log.error("%s received again during shutdown; exiting now with code %d", name, EXIT_SHUTDOWN_TIMEOUT)
             os._exit(EXIT_SHUTDOWN_TIMEOUT)

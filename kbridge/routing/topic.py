@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..params import Deserializer, json_deserializer
+from ..params import Deserializer, Params, json_deserializer
 from .names import name_problem
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
+    from ..responder import Responder
 
 BACKENDS = ("celery", "inline")
 
@@ -18,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "backend": None,  # resolved by the app: "celery" when a Celery app is given, else "inline"
     "deserializer": json_deserializer,
     "batch_consuming": False,
+    "max_batch_size": None,  # batch_consuming only: split a polled partition batch into runs of at most this many
+    "automatically_mark_as_consumed": True,  # False: only mark_as_consumed() moves the commit (inline only)
     "queue": None,
     "timeout": 60.0,
     "max_retries": 3,
@@ -25,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_backoff_max": 600.0,
     "dead_letter_topic": None,  # "<topic>.dlq"
     "start_from_beginning": True,
+    "responder": None,  # a kbridge.Responder subclass: what self.respond_with(...) sends through
 }
 
 
@@ -37,6 +42,8 @@ class Topic:
     backend: str
     deserializer: Deserializer = json_deserializer
     batch_consuming: bool = False
+    max_batch_size: int | None = None
+    automatically_mark_as_consumed: bool = True
     queue: str | None = None
     timeout: float = 60.0
     max_retries: int = 3
@@ -44,6 +51,7 @@ class Topic:
     retry_backoff_max: float = 600.0
     dead_letter_topic: str = ""
     start_from_beginning: bool = True
+    responder: type[Responder] | None = None
 
     @property
     def route_id(self) -> str:
@@ -54,6 +62,14 @@ class Topic:
     def shadow(self) -> str:
         """The task name shown in logs and Flower."""
         return f"{self.group_name}/{self.name}"
+
+    def units(self, messages: Sequence[Params]) -> list[Sequence[Params]]:
+        """How accepted messages become perform() runs (tasks): one each, or in order in batches of at most
+        max_batch_size (the whole polled partition batch when it is None)."""
+        if not self.batch_consuming:
+            return [[m] for m in messages]
+        size = self.max_batch_size or max(len(messages), 1)
+        return [messages[i:i + size] for i in range(0, len(messages), size)]
 
 
 def build_topic(
@@ -86,9 +102,22 @@ def build_topic(
         problems.append(f"{where}: backend 'celery' needs KBridge(celery=<your Celery app>)")
     if not callable(opts["deserializer"]):
         problems.append(f"{where}: deserializer must be a callable taking bytes, got {opts['deserializer']!r}")
-    for key in ("batch_consuming", "start_from_beginning"):
+    for key in ("batch_consuming", "start_from_beginning", "automatically_mark_as_consumed"):
         if not isinstance(opts[key], bool):
             problems.append(f"{where}: {key} must be True or False, got {opts[key]!r}")
+    size = opts["max_batch_size"]
+    if size is not None:
+        if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+            problems.append(f"{where}: max_batch_size must be an integer > 0 or None (no cap), got {size!r}")
+        elif opts["batch_consuming"] is not True:
+            problems.append(f"{where}: max_batch_size caps the batches of batch_consuming=True; "
+                            "set batch_consuming=True or drop max_batch_size")
+    if opts["automatically_mark_as_consumed"] is False and backend == "celery":
+        problems.append(
+            f"{where}: automatically_mark_as_consumed=False needs backend='inline'. With celery, perform() "
+            "runs later in a worker that has no Kafka consumer, after the listener has moved on; the "
+            "listener could never learn what perform() marked, so nothing would ever be committed"
+        )
     if opts["queue"] is not None and (not isinstance(opts["queue"], str) or not opts["queue"]):
         problems.append(f"{where}: queue must be a non-empty string, got {opts['queue']!r}")
     for key in ("timeout", "retry_backoff", "retry_backoff_max"):
@@ -100,6 +129,7 @@ def build_topic(
     dlq = opts["dead_letter_topic"] or f"{name}.dlq"
     if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
         problems.append(f"{where}: {p}")
+    problems.extend(_responder_problems(where, opts["responder"]))
     if problems:
         raise ConfigError(problems)
 
@@ -111,6 +141,8 @@ def build_topic(
         backend=backend,
         deserializer=opts["deserializer"],
         batch_consuming=opts["batch_consuming"],
+        max_batch_size=opts["max_batch_size"],
+        automatically_mark_as_consumed=opts["automatically_mark_as_consumed"],
         queue=opts["queue"],
         timeout=float(opts["timeout"]),
         max_retries=opts["max_retries"],
@@ -118,7 +150,16 @@ def build_topic(
         retry_backoff_max=float(opts["retry_backoff_max"]),
         dead_letter_topic=dlq,
         start_from_beginning=opts["start_from_beginning"],
+        responder=opts["responder"],
     )
+
+
+def _responder_problems(where: str, responder: object) -> list[str]:
+    from ..responder import Responder
+
+    if responder is None or (isinstance(responder, type) and issubclass(responder, Responder)):
+        return []
+    return [f"{where}: responder must be a kbridge.Responder subclass (the class, not an instance), got {responder!r}"]
 
 
 def _positive_number(value: object) -> bool:
