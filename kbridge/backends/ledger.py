@@ -28,6 +28,7 @@ log = logging.getLogger("kbridge.ledger")
 HEADER = "kbridge_ledger"  # task header naming the ledger's queue; the worker clears only such tasks
 UNACKED_KEY = "unacked"  # kombu's default; the transport option unacked_key changes it
 SCAN_CHUNK = 500
+SUSPECT_GRACE = 2.0  # seconds; well above a worker's batched close interval
 
 
 def ledger_key(queue: str) -> str:
@@ -56,6 +57,10 @@ class Reaper:
 
     def __init__(self, client: redis.Redis, queue: str, after: float, unacked_key: str = UNACKED_KEY) -> None:
         self.client, self.queue, self.after, self.unacked_key = client, queue, after, unacked_key
+        # task id -> when it was first found missing. A finished task is acked before its
+        # worker's batched close reaches Redis, so one miss is not proof: only a task still
+        # missing a while later, on another pass, is re-queued.
+        self._suspects: dict[str, float] = {}
 
     def reap(self, now: float | None = None, limit: int = 200) -> int:
         now = time.time() if now is None else now
@@ -72,10 +77,15 @@ class Reaper:
                 task_id = raw_id.decode()
                 message: Any = self.client.hget(ledger_key(self.queue), task_id)
                 if message is None:  # cleared meanwhile
+                    self._suspects.pop(task_id, None)
                     self.client.zrem(index_key(self.queue), task_id)
                 elif task_id in unacked or self._queued(task_id, message):
+                    self._suspects.pop(task_id, None)
                     self.client.zadd(index_key(self.queue), {task_id: now})  # alive: look again later
+                elif now - self._suspects.setdefault(task_id, now) < SUSPECT_GRACE:
+                    continue
                 else:
+                    del self._suspects[task_id]
                     pipe = self.client.pipeline(transaction=True)
                     pipe.lpush(self.queue, message)
                     pipe.zadd(index_key(self.queue), {task_id: now})
@@ -147,7 +157,10 @@ class Closer:
                 pipe.zrem(index_key(queue), *ids)
             pipe.execute()
         except Exception as exc:
-            log.warning("could not close %d ledger entr(ies): %s; the reaper may run them again",
+            with self._lock:  # keep them for the next flush: Redis may only be restarting
+                for queue, ids in pending.items():
+                    self._pending.setdefault(queue, [])[:0] = ids
+            log.warning("could not close %d ledger entr(ies) yet: %s; retrying",
                         sum(map(len, pending.values())), exc)
 
     def _run(self) -> None:
