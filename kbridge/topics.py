@@ -46,8 +46,14 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return {"client_id": settings.client_id, **{k: v for k, v in settings.kafka.items() if k in ADMIN_KEYS}}
 
 
+def kafka_names(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Routes name topics logically; Kafka sees them through the app's topic mapper."""
+    return [settings.topic_mapper.outgoing(n) for n in names]
+
+
 def create_topics(settings: Settings, names: list[str], partitions: int, replication_factor: int) -> TopicsResult:
-    """Create the missing topics; existing ones are left exactly as they are (never altered or deleted)."""
+    """Create the missing topics (logical names, mapped here); existing ones are never altered or deleted."""
+    names = kafka_names(settings, names)
     try:
         # A one-off command: fail within seconds rather than kafka-python's 30 s, unless the app says otherwise.
         admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **admin_config(settings)})

@@ -189,3 +189,12 @@ def test_produce_maps_outgoing_names() -> None:
     app, factory = fake_app(topic_mapper=Suffix())
     assert app.produce("orders", 1).kafka_topic == "orders-prod"
     assert factory.client.sent[0]["topic"] == "orders-prod"
+
+
+def test_topics_create_names_kafka_topics_through_the_mapper() -> None:
+    from kbridge import KBridge
+    from kbridge.routing.mapper import PrefixMapper
+    from kbridge.topics import kafka_names
+
+    app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"}, topic_mapper=PrefixMapper("acme."))
+    assert kafka_names(app.settings, ["orders", "orders.dlq"]) == ["acme.orders", "acme.orders.dlq"]
