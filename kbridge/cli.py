@@ -98,8 +98,11 @@ def main(log_level: str) -> None:
               help="Answer Kubernetes probes on this port: /live and /ready. Default: the health_port setting.")
 @click.option("--log-batches/--no-log-batches", default=True, show_default=True,
               help="Log one INFO line per enqueued partition batch (logger kbridge.events).")
+@click.option("--swarm", "swarm_nodes", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Fork N supervised listener nodes (default: the swarm_nodes setting; 0 = one plain listener).")
 def listen(
-    app_spec: str | None, consumer_groups: str, metrics_port: int | None, health_port: int | None, log_batches: bool
+    app_spec: str | None, consumer_groups: str, metrics_port: int | None, health_port: int | None, log_batches: bool,
+    swarm_nodes: int | None,
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .instrumentation.wiring import instrument_listener
@@ -107,6 +110,9 @@ def listen(
 
     app = _load(app_spec)
     groups = _groups(app, consumer_groups)
+    nodes = swarm_nodes if swarm_nodes is not None else app.settings.swarm_nodes
+    if nodes:
+        _listen_swarm(app, groups, nodes, metrics_port, health_port, log_batches)
     try:
         served = instrument_listener(
             app, [g.id for g in groups], log_batches=log_batches,
@@ -120,6 +126,23 @@ def listen(
     finally:
         served.close()
     sys.exit(code)
+
+
+def _listen_swarm(
+    app: KBridge, groups: list[ConsumerGroup], nodes: int, metrics_port: int | None, health_port: int | None,
+    log_batches: bool,
+) -> None:
+    """A supervisor and its nodes; servers on a port cannot be shared by N nodes, so they are refused here."""
+    from . import swarm
+    from .instrumentation.wiring import instrument_listener
+
+    if metrics_port or health_port or app.settings.metrics_port or app.settings.health_port:
+        raise click.ClickException(
+            "metrics and health ports are not served by swarm nodes yet (each would need its own port); "
+            "drop --metrics-port/--health-port (and the metrics_port/health_port settings) or run without --swarm"
+        )
+    instrument_listener(app, [g.id for g in groups], log_batches=log_batches, metrics_port=None, health_port=None)
+    sys.exit(swarm.run(app, groups, nodes=nodes))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
