@@ -24,9 +24,8 @@ REDIS_URL = os.environ.get("PIPELINE_REDIS", "redis://127.0.0.1:6379/0")  # wher
 BROKER_URL = os.environ.get("PIPELINE_BROKER") or REDIS_URL  # the Celery broker; the outage test stops it
 QUEUE = f"kbridge-{RUN}"
 
-celery_app = Celery("pipeline", broker=BROKER_URL)
-celery_app.conf.update(
-    task_default_queue=QUEUE,
+# The worker settings every test app shares (see the README's "Operating Celery workers").
+CELERY_CONF = dict(
     worker_prefetch_multiplier=4,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
@@ -41,6 +40,9 @@ celery_app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_hijack_root_logger=False,
 )
+
+celery_app = Celery("pipeline", broker=BROKER_URL)
+celery_app.conf.update(CELERY_CONF, task_default_queue=QUEUE)
 
 app = KBridge(
     client_id=f"pipe-{RUN}",

@@ -15,24 +15,13 @@ from celery import Celery
 
 from kbridge import KBridge, before_enqueue
 from kbridge.testing.kafka import FAST_GROUP
-from tests.apps.pipeline import BROKER_URL, KAFKA, RUN, RecordingConsumer, store
+from tests.apps.pipeline import BROKER_URL, CELERY_CONF, KAFKA, RUN, RecordingConsumer, store
 
 QUEUE = f"kbridge-swarm-{RUN}"
 HOG_MB = int(os.environ.get("SWARM_HOG_MB", "300"))
 
 celery_app = Celery("swarm", broker=BROKER_URL)
-celery_app.conf.update(
-    task_default_queue=QUEUE,
-    worker_prefetch_multiplier=4,
-    broker_connection_retry_on_startup=True,
-    broker_connection_max_retries=None,
-    broker_transport_options={
-        "visibility_timeout": 20, "unacked_restore_interval": 2, "unacked_restore_throttle": 1,
-        "unacked_mutex_expire": 15,
-    },
-    worker_cancel_long_running_tasks_on_connection_loss=True,
-    worker_hijack_root_logger=False,
-)
+celery_app.conf.update(CELERY_CONF, task_default_queue=QUEUE)
 
 app = KBridge(
     client_id=f"pipe-{RUN}",
