@@ -41,6 +41,10 @@ EVENTS: dict[str, str] = {
     "produce.failed": "topic, error",
     "rebalance.assigned": "group_id, partitions",
     "rebalance.revoked": "group_id, partitions",
+    "kafka.lost": "group_id, error (the running listener lost its Kafka brokers)",
+    "kafka.restored": "group_id (the listener reaches Kafka again)",
+    "partition.held": "group_id, topic, partition, offset, reason",
+    "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
 }
 
 Subscriber = Callable[[str, dict[str, Any]], None]
