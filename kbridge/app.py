@@ -9,8 +9,8 @@ from .backends.inline import InlineBackend
 from .config import Settings
 from .dlq import DeadLetters
 from .errors import ConfigError, KBridgeError
-from .glass import PerformHook
 from .instrumentation import Monitor, celery_signals
+from .perform import PerformHook, build_runner
 from .producer import Delivery, Headers, Producer, Serializer, register_app
 from .routing import Builder, ConsumerGroup, Topic
 from .routing.names import name_problem
@@ -243,7 +243,9 @@ class KBridge:
                 assert self.celery is not None  # checked when the route was built
                 self._backends[name] = CeleryBackend(self.celery, self.settings.redelivery_after)
             else:
-                self._backends[name] = InlineBackend(self.dead_letters, self.perform_hooks, self.monitor)
+                runner = build_runner(self.dead_letters, monitor=self.monitor, hooks=self.perform_hooks,
+                                      enforce_timeout=True)
+                self._backends[name] = InlineBackend(runner)
         return self._backends[name]
 
     def __repr__(self) -> str:

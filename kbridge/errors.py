@@ -43,3 +43,7 @@ class PerformTimeout(KBridgeError):
 
     def __init__(self, message: str = "perform() ran past its topic's timeout") -> None:
         super().__init__(message)
+
+
+class WireError(KBridgeError):
+    """Task data that is not what a kbridge listener writes: it cannot be trusted, so it never runs."""

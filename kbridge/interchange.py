@@ -11,7 +11,7 @@ import binascii
 import time
 from typing import Any
 
-from .errors import KBridgeError
+from .errors import WireError
 from .params import Deserializer, Params, json_deserializer
 
 
@@ -27,17 +27,7 @@ def _pack(raw: bytes | None) -> tuple[str | None, bool]:
 def _unpack(text: str | None, b64: bool) -> bytes | None:
     if text is None:
         return None
-    if not isinstance(text, str):
-        raise TypeError(f"expected text, got {type(text).__name__}")
     return base64.b64decode(text, validate=True) if b64 else text.encode("utf-8")
-
-
-def _millis(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected milliseconds as a number, got {value!r}")
-    return value
 
 
 def params_from_record(record: Any, deserializer: Deserializer, receive_time_ms: float | None = None) -> Params:
@@ -48,7 +38,7 @@ def params_from_record(record: Any, deserializer: Deserializer, receive_time_ms:
         offset=record.offset,
         raw_payload=record.value,
         key=record.key,
-        headers=dict(record.headers) if record.headers else {},
+        headers=record.headers or None,
         timestamp_ms=record.timestamp,
         receive_time_ms=receive_time_ms if receive_time_ms is not None else time.time() * 1000.0,
         deserializer=deserializer,
@@ -59,7 +49,7 @@ def to_wire(params: Params) -> dict[str, Any]:
     payload, payload_b64 = _pack(params.raw_payload)
     key, key_b64 = _pack(params.key)
     headers = []
-    for name, value in params.headers.items():
+    for name, value in params.header_list:
         text, b64 = _pack(value)
         headers.append([name, text, b64])
     return {
@@ -76,22 +66,65 @@ def to_wire(params: Params) -> dict[str, Any]:
     }
 
 
+WIRE_FIELDS: dict[str, tuple[type, ...]] = {
+    "payload": (str, type(None)),
+    "payload_b64": (bool,),
+    "key": (str, type(None)),
+    "key_b64": (bool,),
+    "headers": (list,),
+    "topic": (str,),
+    "partition": (int,),
+    "offset": (int,),
+    "timestamp": (int, float, type(None)),
+    "receive_time": (int, float, type(None)),
+}
+
+
+def wire_problems(data: Any) -> list[str]:
+    """Everything wrong with one message of a task, at once. Task data comes from whoever can write to
+    the Celery broker, so nothing is coerced: "77" is not an offset."""
+    if not isinstance(data, dict):
+        return [f"a message must be an object, got {type(data).__name__}"]
+    problems = [f"missing field {name!r}" for name in WIRE_FIELDS if name not in data]
+    problems += [f"unknown field {name!r}" for name in data if name not in WIRE_FIELDS]
+    for name, types in WIRE_FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            problems.append(f"field {name!r} must be {expected}, got {type(value).__name__} {str(value)[:40]!r}")
+    if not problems:
+        if data["topic"] == "":
+            problems.append("field 'topic' is empty")
+        if data["partition"] < 0 or data["offset"] < 0:
+            problems.append(f"partition and offset must be >= 0, got {data['partition']} and {data['offset']}")
+        for i, header in enumerate(data["headers"]):
+            if not (isinstance(header, list) and len(header) == 3 and isinstance(header[0], str)
+                    and isinstance(header[1], (str, type(None))) and isinstance(header[2], bool)):
+                problems.append(f"header {i} must be [name, text or null, base64 flag], got {str(header)[:60]!r}")
+    return problems
+
+
 def from_wire(data: Any, deserializer: Deserializer = json_deserializer) -> Params:
     """Rebuild Params in the worker; a malformed message is reported, never half-read."""
-    try:
-        return Params(
-            topic=str(data["topic"]),
-            partition=int(data["partition"]),
-            offset=int(data["offset"]),
-            raw_payload=_unpack(data["payload"], bool(data.get("payload_b64"))),
-            key=_unpack(data.get("key"), bool(data.get("key_b64"))),
-            headers={str(n): _unpack(v, bool(b)) for n, v, b in data.get("headers") or []},
-            timestamp_ms=_millis(data.get("timestamp")),
-            receive_time_ms=_millis(data.get("receive_time")),
-            deserializer=deserializer,
-        )
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise KBridgeError(
-            f"malformed kbridge message {str(data)[:200]!r}: {type(exc).__name__}: {exc}; "
-            "it was not produced by a compatible kbridge listener"
-        ) from exc
+    problems = wire_problems(data)
+    if not problems:
+        try:
+            return Params(
+                topic=data["topic"],
+                partition=data["partition"],
+                offset=data["offset"],
+                raw_payload=_unpack(data["payload"], data["payload_b64"]),
+                key=_unpack(data["key"], data["key_b64"]),
+                headers=[(n, _unpack(v, b)) for n, v, b in data["headers"]],
+                timestamp_ms=data["timestamp"],
+                receive_time_ms=data["receive_time"],
+                deserializer=deserializer,
+            )
+        except (ValueError, binascii.Error) as exc:
+            problems.append(f"undecodable base64: {exc}")
+    raise WireError(
+        f"malformed kbridge message {str(data)[:200]!r}: {'; '.join(problems)}; "
+        "it was not produced by a compatible kbridge listener"
+    )

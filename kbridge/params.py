@@ -14,6 +14,7 @@ from typing import Any, overload
 from .errors import DeserializationError
 
 Deserializer = Callable[[bytes], Any]
+HeaderList = list[tuple[str, bytes | None]]
 
 _UNSET: Any = object()
 
@@ -33,8 +34,8 @@ class Params:
     """One Kafka message with lazily deserialized payload and its metadata."""
 
     __slots__ = (
-        "topic", "partition", "offset", "key", "headers", "raw_payload",
-        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload",
+        "topic", "partition", "offset", "key", "header_list", "raw_payload",
+        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload", "_headers",
     )
 
     def __init__(
@@ -45,7 +46,7 @@ class Params:
         offset: int,
         raw_payload: bytes | None,
         key: bytes | None = None,
-        headers: dict[str, bytes | None] | None = None,
+        headers: dict[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None = None,
         timestamp_ms: float | None = None,
         receive_time_ms: float | None = None,
         deserializer: Deserializer = json_deserializer,
@@ -55,7 +56,15 @@ class Params:
         self.offset = offset
         self.raw_payload = raw_payload
         self.key = key
-        self.headers = headers if headers is not None else {}
+        # Kafka headers are an ordered list in which a name may repeat; the list is what travels to the
+        # worker and into dead letters, so no header is lost. .headers is the dict view users expect.
+        if headers is None:
+            self.header_list: HeaderList = []
+        elif isinstance(headers, dict):
+            self.header_list = list(headers.items())
+        else:
+            self.header_list = list(headers)
+        self._headers: dict[str, bytes | None] | None = None
         self.timestamp_ms = timestamp_ms
         self.receive_time_ms = receive_time_ms
         self._deserializer = deserializer
@@ -76,6 +85,13 @@ class Params:
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
         return self._payload
+
+    @property
+    def headers(self) -> dict[str, bytes | None]:
+        """Headers by name; where a name repeats, the last value (header_list keeps every one, in order)."""
+        if self._headers is None:
+            self._headers = dict(self.header_list)
+        return self._headers
 
     @property
     def deserialized(self) -> bool:
@@ -99,7 +115,8 @@ class Params:
 
 
 _ITEM_NAMES = frozenset(
-    {"payload", "raw_payload", "key", "headers", "topic", "partition", "offset", "timestamp", "receive_time"}
+    {"payload", "raw_payload", "key", "headers", "header_list", "topic", "partition", "offset", "timestamp",
+     "receive_time"}
 )
 
 

@@ -1,43 +1,54 @@
 """The one Celery task, kbridge.perform, registered on the user's own Celery app.
 
 It only ever runs consumers routed in this process's app: the route id on the
-wire is looked up, never trusted as an import path. A task naming an unknown
-route is refused and its messages dead-lettered.
+wire is looked up, never trusted as an import path. Task data comes from whoever can
+write to the Celery broker, so it is validated strictly; a task that cannot be
+trusted (an unknown route, wrong shapes) never runs and goes whole to the app's one
+fixed topic, '<client_id>.unroutable', never to a topic it names itself.
 
-Failures follow glass's policy with Celery's own retry (the attempt count is the
-task's `retries` header). After the last attempt the messages are dead-lettered
-and the task acked. A hard time limit requeues the message (acks_on_timeout=False)
-rather than dropping it.
+Failures follow the perform runner's policy with Celery's own retry (the attempt
+count is the task's `retries` header). After the last attempt the messages are
+dead-lettered and the task acked. If Kafka does not take a letter, the task is retried
+carrying `dead_letter` (why and how far it got), and that retry only dead-letters:
+perform() never runs again. A hard time limit requeues the message
+(acks_on_timeout=False) rather than dropping it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_shutdown
 
-from . import glass
 from .backends import ledger
-from .errors import UnknownRouteError
+from .dlq import Failure
+from .errors import UnknownRouteError, WireError
 from .interchange import from_wire
-from .params import Params, ParamsBatch
+from .params import ParamsBatch
+from .perform import DeadLetterPending, Job, PerformRunner, Retry, backoff, build_runner
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from .app import KBridge
+    from .routing.topic import Topic
 
 TASK_NAME = "kbridge.perform"
 HARD_LIMIT_GRACE = 10.0  # seconds between the soft limit (after_failure runs) and the hard kill
-DEAD_LETTER_RETRY_BACKOFF = 5.0
+DEAD_LETTER_RETRY_BACKOFF = 5.0  # first wait before trying a dead letter Kafka did not take again
+DEAD_LETTER_RETRY_BACKOFF_MAX = 300.0
+RESUME_KWARG = "dead_letter"
 
 log = logging.getLogger("kbridge.worker")
 
 
 def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
+    def runner() -> PerformRunner:
+        return build_runner(kbridge_app.dead_letters, monitor=kbridge_app.monitor,
+                            hooks=kbridge_app.perform_hooks, enforce_timeout=False)
+
     @celery_app.task(
         name=TASK_NAME,
         bind=True,
@@ -46,10 +57,13 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
         reject_on_worker_lost=True,
         acks_on_timeout=False,
         serializer="json",
+        # kbridge's policy decides when to stop retrying (a dead letter is retried until Kafka takes
+        # it); Celery's own cap of 3 would drop the task on its 4th retry.
+        max_retries=None,
     )
-    def perform(task: Any, route_id: str, messages: list[dict[str, Any]]) -> None:
+    def perform(task: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            _run(task, kbridge_app, route_id, messages)
+            run_task(task, kbridge_app, runner(), args, kwargs)
         finally:
             # This message is done with, whatever happened: performed, dead-lettered, refused, or
             # handed to Celery's retry as a new message. Only a killed process skips this; then
@@ -69,37 +83,98 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
     return perform
 
 
-def _run(task: Any, kbridge_app: KBridge, route_id: str, messages: list[dict[str, Any]]) -> None:
-    retries: int = task.request.retries or 0
+class TaskRequest:
+    """A task's arguments, validated: the route it names and the messages it carries, or why not."""
+
+    def __init__(self, kbridge_app: KBridge, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if len(args) != 2:
+            raise WireError(f"expected 2 arguments (route id, messages), got {len(args)}")
+        route_id, messages = args
+        if not isinstance(route_id, str):
+            raise WireError(f"route id must be a string, got {type(route_id).__name__}")
+        unknown = sorted(set(kwargs) - {RESUME_KWARG})
+        if unknown:
+            raise WireError(f"unknown keyword argument(s) {', '.join(unknown)}")
+        self.route: Topic = kbridge_app.routes.find(route_id)
+        if not isinstance(messages, list) or not messages:
+            raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
+        if not self.route.batch_consuming and len(messages) != 1:
+            raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
+        batch = ParamsBatch([from_wire(m, self.route.deserializer) for m in messages])
+        expected = kbridge_app.settings.topic_mapper.outgoing(self.route.name)
+        first = batch[0]
+        for params in batch:
+            if params.topic != expected or params.partition != first.partition:
+                raise WireError(f"message {params!r} is not of {expected}-{first.partition}, which route "
+                                f"{route_id!r} consumes")
+        if any(b.offset <= a.offset for a, b in zip(batch, batch[1:], strict=False)):
+            raise WireError("messages of one task must be in increasing offset order")
+        self.batch = batch
+        self.resume = _resume(kwargs.get(RESUME_KWARG), len(batch)) if RESUME_KWARG in kwargs else None
+
+
+def _resume(data: Any, size: int) -> tuple[Failure, int, int, int]:
+    """(failure, attempts, sent, tries) of a dead-letter-only retry."""
+    fields = {"error_class": str, "message": str, "attempts": int, "sent": int, "tries": int}
+    if not isinstance(data, dict) or set(data) != set(fields) or any(
+        not isinstance(data[k], t) or isinstance(data[k], bool) for k, t in fields.items()
+    ):
+        raise WireError(f"{RESUME_KWARG} must be an object of {', '.join(fields)}, got {str(data)[:120]!r}")
+    if data["attempts"] < 1 or data["tries"] < 1 or not 0 <= data["sent"] < size:
+        raise WireError(f"{RESUME_KWARG} counts out of range: {data!r}")
+    return Failure(data["error_class"], data["message"]), data["attempts"], data["sent"], data["tries"]
+
+
+class CeleryScheduler:
+    """Next attempts are Celery retries: a new message with a countdown, this one acked."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def perform_again(self, job: Job, retry: Retry) -> None:
+        raise self.task.retry(exc=retry.error, countdown=retry.countdown, max_retries=None) from retry.error
+
+    def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
+        countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
+        log.error("dead letters of %s wait for Kafka: retrying only the dead-letter step in %.1fs (try %d)",
+                  job, countdown, pending.tries + 1)
+        resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
+                  "tries": pending.tries + 1}
+        raise self.task.retry(
+            exc=pending.cause, countdown=countdown, max_retries=None, kwargs={RESUME_KWARG: resume}
+        ) from pending.cause
+
+
+def run_task(task: Any, kbridge_app: KBridge, runner: PerformRunner, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> None:
     try:
-        route = kbridge_app.routes.find(route_id)
-    except UnknownRouteError as exc:
-        log.error("refused task %s: %s", task.request.id, exc)
-        batch = ParamsBatch([from_wire(m) for m in messages])
-        _dead_letter(task, kbridge_app, batch, exc, retries + 1, unknown_route_dlq(kbridge_app), "unknown")
+        request = TaskRequest(kbridge_app, args, kwargs)
+    except (UnknownRouteError, WireError) as exc:
+        _refuse(task, kbridge_app, args, kwargs, exc)
         return
-    batch = ParamsBatch([from_wire(m, route.deserializer) for m in messages])
-    monitor = kbridge_app.monitor
+    scheduler = CeleryScheduler(task)
+    job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
+    if request.resume is None:
+        runner.run(job, scheduler)
+    else:
+        failure, attempts, sent, tries = request.resume
+        runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
+
+
+def _refuse(task: Any, kbridge_app: KBridge, args: tuple[Any, ...], kwargs: dict[str, Any],
+            error: Exception) -> None:
+    """An untrusted task never runs: it goes whole to '<client_id>.unroutable', retried until Kafka takes it."""
+    task_id = getattr(task.request, "id", None)
+    log.error("refused task %s: %s", task_id, error)
+    body = {"task": TASK_NAME, "id": task_id, "args": list(args), "kwargs": kwargs}
     try:
-        glass.perform(route, batch, kbridge_app.perform_hooks, monitor, retries + 1)
-        return
+        kbridge_app.dead_letters.send_unroutable(body, error, task_id)
     except Exception as exc:
-        if glass.should_retry(route, exc, retries):
-            countdown = glass.backoff(route, retries)
-            log.warning(
-                "%s attempt %d/%d failed: %s: %s; retrying in %.1fs",
-                route.shadow, retries + 1, route.max_retries + 1, type(exc).__name__, exc, countdown,
-            )
-            monitor.instrument("retry", **glass.where_payload(route, batch), attempt=retries + 1, countdown=countdown)
-            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-        failure = exc
-    _dead_letter(task, kbridge_app, batch, failure, retries + 1, lambda p: route.dead_letter_topic, route.group_id)
-
-
-def unknown_route_dlq(kbridge_app: KBridge) -> Callable[[Params], str]:
-    """'<topic>.dlq' for a message of no route; params.topic is the Kafka name, so map it back first."""
-    mapper = kbridge_app.settings.topic_mapper
-    return lambda p: f"{mapper.incoming(p.topic)}.dlq"
+        tries = (task.request.retries or 0)
+        countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, tries)
+        log.error("could not write refused task %s to the unroutable topic: %s: %s; retrying in %.1fs",
+                  task_id, type(exc).__name__, exc, countdown)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
 
 _closers: dict[tuple[int, str], ledger.Closer] = {}
@@ -117,21 +192,3 @@ def _clear_ledger(task: Any) -> None:
     queue = getattr(task.request, ledger.HEADER, None)
     if queue:
         _ledger_closer(task.app.conf.broker_url).close_entry(queue, task.request.id)
-
-
-def _dead_letter(
-    task: Any,
-    kbridge_app: KBridge,
-    batch: ParamsBatch,
-    error: BaseException,
-    attempts: int,
-    topic_for: Callable[[Params], str],
-    group_id: str,
-) -> None:
-    """Dead-letter every message; if Kafka does not take them, retry the task rather than ack it."""
-    try:
-        for params in batch:
-            kbridge_app.dead_letters.send(topic_for(params), params, error, attempts, group_id)
-    except Exception as exc:
-        log.error("could not dead-letter %s: %s: %s; retrying the task", batch, type(exc).__name__, exc)
-        raise task.retry(exc=exc, countdown=DEAD_LETTER_RETRY_BACKOFF, max_retries=None) from exc

@@ -1,33 +1,50 @@
-"""Runs perform() in the listener process: no broker, for tests and light topics."""
+"""Runs perform() in the listener process: no broker, for tests and light topics.
+
+Retries sleep on the polling thread. When Kafka does not take a dead letter, the
+hand-over fails, so the listener holds the partition and hands the same messages over
+again later; this backend remembers that their perform() already gave up, and then
+only retries the dead letter.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
-from .. import glass
-from ..dlq import DeadLetters
-from ..errors import EnqueueError
-from ..instrumentation import Monitor
+from ..errors import EnqueueError, KBridgeError
 from ..params import Params, ParamsBatch
+from ..perform import DeadLetterPending, Job, PerformRunner, Retry
 from ..routing.topic import Topic
 
 
+class DeadLetterNotTaken(KBridgeError):
+    def __init__(self, pending: DeadLetterPending) -> None:
+        super().__init__(f"{type(pending.cause).__name__}: {pending.cause}")
+        self.pending = pending
+
+
+class InlineScheduler:
+    def perform_again(self, job: Job, retry: Retry) -> None:
+        time.sleep(retry.countdown)
+
+    def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
+        raise DeadLetterNotTaken(pending)
+
+
 class InlineBackend:
-    def __init__(
-        self, dead_letters: DeadLetters, hooks: Sequence[glass.PerformHook] = (), monitor: Monitor | None = None
-    ) -> None:
-        self.dead_letters = dead_letters
-        self.hooks = hooks
-        self.monitor = monitor
+    def __init__(self, runner: PerformRunner) -> None:
+        self.runner = runner
+        self.scheduler = InlineScheduler()
+        # (topic, partition, first offset) -> the unit's offsets and its pending dead letter
+        self._pending: dict[tuple[str, int, int], tuple[list[int], DeadLetterPending]] = {}
 
     def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
         """One run per message (or per batch of at most max_batch_size); a run that could not even be
         dead-lettered stops here."""
-        units = route.units(messages)
         done = 0
-        for unit in units:
+        for unit in route.units(messages):
             try:
-                glass.run_inline(route, ParamsBatch(unit), self.dead_letters, self.hooks, self.monitor)
+                self._run(Job(route, ParamsBatch(unit)))
             except Exception as exc:
                 raise EnqueueError(
                     f"{route.shadow} offset {unit[0].offset} failed and could not be dead-lettered: "
@@ -35,3 +52,19 @@ class InlineBackend:
                     confirmed=done,
                 ) from exc
             done += len(unit)
+
+    def _run(self, job: Job) -> None:
+        first = job.batch[0]
+        key = (first.topic, first.partition, first.offset)
+        offsets = [p.offset for p in job.batch]
+        remembered = self._pending.pop(key, None)
+        try:
+            if remembered is not None and remembered[0] == offsets:
+                pending = remembered[1]
+                self.runner.resume_dead_letter(job, pending.failure, pending.attempts, pending.sent,
+                                               pending.tries + 1, self.scheduler)
+            else:
+                self.runner.run(job, self.scheduler)
+        except DeadLetterNotTaken as exc:
+            self._pending[key] = (offsets, exc.pending)
+            raise

@@ -12,9 +12,9 @@ would do with it, in process and at once:
 - accepted messages are split into runs as the route says (one per message, or batches of
   at most max_batch_size with batch_consuming). On celery routes each run goes through the
   task wire format (JSON), so what perform() sees is what a worker would see;
-- perform() runs under the glass policy: perform hooks, the topic's timeout,
-  after_failure(exc) on every failure, retries up to max_retries (without the backoff
-  sleeps), then the dead-letter topic. Dead letters are captured in memory, with the
+- perform() runs in the same runner as in a worker (kbridge.perform): perform hooks, the
+  topic's timeout, after_failure(exc) on every failure, retries up to max_retries (without
+  the backoff sleeps), then the dead-letter topic. Dead letters are captured in memory, with the
   headers kbridge would send, never produced;
 - offsets: what the listener would commit afterwards, including mark_as_consumed() on
   topics with automatically_mark_as_consumed=False.
@@ -31,13 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import callbacks, glass
+from .. import callbacks
 from ..consumer import BaseConsumer, collecting_marks
-from ..deadline import deadline
-from ..dlq import dead_letter_headers
+from ..dlq import Failure, dead_letter_headers
 from ..errors import KBridgeError
 from ..interchange import from_wire, to_wire
 from ..params import Params, ParamsBatch
+from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, Retry, Stage, build_runner
 
 if TYPE_CHECKING:
     from ..app import KBridge
@@ -50,7 +50,7 @@ class DeadLetter:
 
     topic: str
     params: Params
-    error: BaseException
+    error: BaseException | Failure  # the exception itself; a Failure only for a letter retried on its own
     attempts: int
     headers: list[tuple[str, bytes | None]]
 
@@ -235,32 +235,65 @@ class TestClient:
         return [from_wire(m, route.deserializer) for m in wire]
 
     def _perform(self, route: Topic, batch: ParamsBatch, result: Result) -> None:
-        """glass's policy without the backoff sleeps: after_failure, retries, then the dead-letter topic."""
-        errors: list[BaseException] = []
-        while True:
-            consumer = route.consumer(route, batch)
-            try:
-                with deadline(route.timeout, f"{route.consumer.__name__}.perform on {route.shadow}"):
-                    glass.run(consumer, self.app.perform_hooks)
-            except Exception as exc:
-                errors.append(exc)
-                if glass.should_retry(route, exc, len(errors) - 1):
-                    continue
-                result.runs.append(Run(batch, consumer, len(errors), errors, dead_lettered=True))
-                for params in batch:
-                    self._dead_letter(route, params, exc, len(errors), result)
-                return
-            result.runs.append(Run(batch, consumer, len(errors) + 1, errors, dead_lettered=False))
+        """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
+        recorder = _AttemptRecorder()
+        sink = _CapturingSink(self, result)
+        runner = build_runner(sink, hooks=self.app.perform_hooks, enforce_timeout=True, extra=[recorder])
+        outcome = runner.run(Job(route, batch), _AtOnce())
+        dead = isinstance(outcome, DeadLettered)
+        assert recorder.consumer is not None
+        result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead))
+        if not dead:
             result.performed.extend(batch)
-            return
 
-    def _dead_letter(self, route: Topic, params: Params, error: BaseException, attempts: int, result: Result) -> None:
+    def _dead_letter(
+        self, route: Topic, params: Params, error: BaseException | Failure, attempts: int, result: Result,
+        topic: str | None = None,
+    ) -> None:
         letter = DeadLetter(
-            route.dead_letter_topic, params, error, attempts,
+            topic or route.dead_letter_topic, params, error, attempts,
             dead_letter_headers(params, error, attempts, route.group_id),
         )
         self.dead_letters.append(letter)
         result.dead_lettered.append(letter)
+
+
+class _AttemptRecorder(Stage):
+    """Keeps each attempt's consumer and error, for Run."""
+
+    def __init__(self) -> None:
+        self.consumer: BaseConsumer | None = None
+        self.attempts = 0
+        self.errors: list[BaseException] = []
+
+    def around(self, job: Job) -> None:
+        self.consumer, self.attempts = job.consumer, job.attempt
+        return None
+
+    def on_failure(self, job: Job, error: BaseException) -> Outcome | None:
+        self.errors.append(error)
+        return None
+
+
+class _CapturingSink:
+    """Dead letters kept in memory with the headers kbridge would send; never produced."""
+
+    def __init__(self, client: TestClient, result: Result) -> None:
+        self.client, self.result = client, result
+
+    def send(self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str) -> None:
+        route = self.result.route
+        self.client._dead_letter(route, params, error, attempts, self.result, topic)
+
+
+class _AtOnce:
+    """Retries run at once, without the backoff sleeps; the in-memory sink always takes a letter."""
+
+    def perform_again(self, job: Job, retry: Retry) -> None:
+        return None
+
+    def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
+        raise pending.cause
 
 
 def encode(payload: Any) -> bytes | None:

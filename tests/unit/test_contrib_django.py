@@ -17,11 +17,12 @@ import pytest
 from celery import Celery
 from django.core.exceptions import ImproperlyConfigured
 
-from kbridge import BaseConsumer, KBridge, glass
+from kbridge import BaseConsumer, KBridge
 from kbridge.contrib.django import KBridgeSettingsError, build_app, close_old_connections_hook, get_app
 from kbridge.contrib.django.conf import read
 from kbridge.errors import ConfigError
 from kbridge.params import Params, ParamsBatch
+from kbridge.perform import ContextStage, Job, PerformRunner, ReentrancyStage
 
 UNIT_APP = "kbridge_django_unit_app"
 CONSUMERS = '''
@@ -169,13 +170,19 @@ def test_the_app_is_built_once_with_the_routes_of_consumers_modules(project: Any
 def test_the_db_hook_is_wired_for_the_worker_and_inline(project: Any) -> None:
     app = get_app()
     assert close_old_connections_hook in app.perform_hooks
-    assert app.backend("inline").hooks is app.perform_hooks  # type: ignore[attr-defined]
+    stages = app.backend("inline").runner.stages  # type: ignore[attr-defined]
+    assert any(isinstance(s, ContextStage) and s.hooks is app.perform_hooks for s in stages)
+
+
+def worker_side(app: KBridge) -> PerformRunner:
+    """The framework-facing stages of the worker's runner: perform hooks around after_failure around perform."""
+    return PerformRunner([ContextStage(app.perform_hooks), ReentrancyStage()])
 
 
 def test_worker_path_closes_old_connections_before_and_after_perform(events: list[str]) -> None:
     app = get_app()
     route = app.routes.find("unit_unit-queued/unit-queued")
-    glass.run(route.consumer(route, batch(topic="unit-queued")), app.perform_hooks)
+    worker_side(app).attempt(Job(route, batch(topic="unit-queued")))
     assert events == ["close", "perform", "close"]
 
 
@@ -183,7 +190,7 @@ def test_a_failing_perform_still_closes_connections_after_after_failure(events: 
     app = get_app()
     route = app.routes.find("unit_unit-queued/unit-queued")
     with pytest.raises(RuntimeError, match="boom"):
-        glass.run(route.consumer(route, batch(b'{"fail": true}', "unit-queued")), app.perform_hooks)
+        worker_side(app).attempt(Job(route, batch(b'{"fail": true}', "unit-queued")))
     assert events == ["close", "perform", "after_failure", "close"]
 
 

@@ -82,16 +82,28 @@ def test_from_wire_never_calls_the_deserializer() -> None:
     assert calls == [b"poison"]
 
 
+def full(**fields: Any) -> dict[str, Any]:
+    """A well-formed wire message with some fields replaced; a field set to ... is removed."""
+    data = to_wire(make(b"x"))
+    data.update(fields)
+    return {k: v for k, v in data.items() if v is not ...}
+
+
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ({"payload": "x", "partition": 0, "offset": 0}, "KeyError: 'topic'"),
-        ({"payload": "x", "topic": "t", "offset": 0}, "KeyError: 'partition'"),
-        ({"payload": "x", "topic": "t", "partition": 0, "offset": "NaN-ish"}, "NaN-ish"),
-        ({"topic": "t", "partition": 0, "offset": 0}, "KeyError: 'payload'"),
-        ({"payload": "%%%", "payload_b64": True, "topic": "t", "partition": 0, "offset": 0}, "base64"),
-        ({"payload": "x", "topic": "t", "partition": 0, "offset": 0, "headers": [["only-name"]]}, "ValueError"),
-        (None, "NoneType"),
+        (full(topic=...), "missing field 'topic'"),
+        (full(partition=...), "missing field 'partition'"),
+        (full(offset="NaN-ish"), "field 'offset' must be int, got str 'NaN-ish'"),
+        (full(offset="77"), "field 'offset' must be int, got str '77'"),
+        (full(partition=True), "field 'partition' must be int, got bool"),
+        (full(payload=...), "missing field 'payload'"),
+        (full(payload="%%%", payload_b64=True), "base64"),
+        (full(headers=[["only-name"]]), "header 0 must be [name, text or null, base64 flag]"),
+        (full(offset=-1), "must be >= 0"),
+        (full(topic=""), "field 'topic' is empty"),
+        (full(evil="x"), "unknown field 'evil'"),
+        (None, "must be an object, got NoneType"),
         ("junk", "junk"),
     ],
 )

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from celery import Celery
 from kafka import TopicPartition
 
 from kbridge import BaseConsumer, IdentityMapper, KBridge, PrefixMapper, TopicMapper
@@ -17,7 +16,6 @@ from kbridge.errors import ConfigError
 from kbridge.listener.processor import GroupProcessor
 from kbridge.params import Params
 from kbridge.routing.mapper import kafka_names
-from kbridge.worker import unknown_route_dlq
 
 from .test_producer import FakeKafkaProducer
 
@@ -175,12 +173,13 @@ def test_a_route_dead_letter_topic_is_logical_and_mapped_when_sent() -> None:
     assert route.name == "orders" and route.dead_letter_topic == "orders.failed"
 
 
-def test_an_unknown_routes_dead_letter_topic_is_mapped_once() -> None:
-    app = KBridge(client_id="unit", kafka=KAFKA, celery=Celery("unit", broker="memory://"),
-                  topic_mapper=PrefixMapper("acme."))
-    params = Params(topic="acme.ghost", partition=0, offset=0, raw_payload=b"x")
-    logical = unknown_route_dlq(app)(params)
-    assert logical == "ghost.dlq" and app.settings.topic_mapper.outgoing(logical) == "acme.ghost.dlq"
+def test_an_unknown_routes_task_goes_to_the_mapped_unroutable_topic_never_one_it_names() -> None:
+    settings = Settings.build({"client_id": "unit", "kafka": KAFKA, "topic_mapper": PrefixMapper("acme.")})
+    dead = DeadLetters(settings)
+    fake = FakeKafkaProducer()
+    dead._get_producer = lambda: fake  # type: ignore[method-assign]
+    dead.send_unroutable({"args": ["unit_ghost/ghost", []]}, RuntimeError("unknown"), "t1")
+    assert [m["topic"] for m in fake.sent] == ["acme.unit.unroutable"]
 
 
 def test_produce_maps_outgoing_names() -> None:

@@ -133,9 +133,12 @@ def test_successful_retry_resumes_and_marks_everything(setup) -> None:
     proc._handle(TP, route, msgs(10, 11, 12, 13, 14))
     proc.commit()
 
-    consumer.failing = set()  # the cause went away
+    dead.down = False  # Kafka takes dead letters again
     proc._retry_held()
-    assert consumer.performed == [10, 11, 12, 13, 14]
+    # 12's perform() gave up once; only its dead letter was retried, perform() did not run again
+    assert consumer.performed == [10, 11, 13, 14]
+    assert [offset for _, offset, *_ in dead.sent] == [12]
+    assert proc.offsets.pending() == {TP: 15}
     assert proc.consumer.paused == set()
     assert ("resume", (TP,)) in proc.consumer.calls
     assert TP not in proc._held

@@ -31,12 +31,22 @@ def make_app(client_id: str = "shop", **topic_options: Any) -> tuple[KBridge, ty
 class FakeDeadLetters:
     """Records what the worker dead-letters, instead of producing to Kafka."""
 
-    def __init__(self, app: KBridge) -> None:
-        self.sent: list[tuple[str, Params, BaseException, int, str]] = []
+    def __init__(self, app: KBridge, refuse: int = 0) -> None:
+        self.sent: list[tuple[str, Params, Any, int, str]] = []
+        self.unroutable: list[tuple[dict[str, Any], Any, str | None]] = []
+        self.refuse = refuse  # how many sends Kafka does not acknowledge first
+        self.tries = 0
         app.dead_letters = self  # type: ignore[assignment]
 
-    def send(self, topic: str, params: Params, error: BaseException, attempts: int, group_id: str) -> None:
+    def send(self, topic: str, params: Params, error: Any, attempts: int, group_id: str) -> None:
+        self.tries += 1
+        if self.tries <= self.refuse:
+            raise ConnectionError("Kafka is down")
         self.sent.append((topic, params, error, attempts, group_id))
+
+    def send_unroutable(self, body: dict[str, Any], error: Any, task_id: str | None) -> str:
+        self.unroutable.append((body, error, task_id))
+        return "shop.unroutable-0@0"
 
 
 def wire(offset: int, raw: bytes | None = b'{"n": 1}') -> dict[str, Any]:
@@ -86,16 +96,14 @@ def test_batch_of_messages_reaches_one_perform() -> None:
 
 
 @pytest.mark.parametrize("route_id", ["shop_other/users", "users", "os:system"])
-def test_unknown_route_is_refused_dead_lettered_and_perform_never_runs(route_id: str) -> None:
+def test_unknown_route_is_refused_to_the_unroutable_topic_and_perform_never_runs(route_id: str) -> None:
     app, consumer = make_app()
     dead = FakeDeadLetters(app)
     app.celery.tasks[TASK_NAME].run(route_id, [wire(1), wire(2)])
-    assert consumer.seen == []
-    assert [(topic, p.offset, type(e), n) for topic, p, e, n, _ in dead.sent] == [
-        ("users.dlq", 1, UnknownRouteError, 1),
-        ("users.dlq", 2, UnknownRouteError, 1),
-    ]
-    assert route_id in str(dead.sent[0][2])
+    assert consumer.seen == [] and dead.sent == []  # never a dead-letter topic the task names itself
+    [(body, error, _)] = dead.unroutable
+    assert isinstance(error, UnknownRouteError) and route_id in str(error)
+    assert body["args"] == [route_id, [wire(1), wire(2)]]  # the whole task, to inspect or replay by hand
 
 
 def fail(self: Recorder) -> None:
@@ -154,3 +162,71 @@ def test_two_apps_in_one_process_each_run_their_own_routes() -> None:
 def test_task_is_not_registered_on_unrelated_celery_apps() -> None:
     make_app()
     assert TASK_NAME not in Celery("unrelated", broker="memory://").tasks
+
+
+def test_max_retries_past_celerys_own_cap_of_3_run_every_attempt_then_dead_letter() -> None:
+    app, consumer = make_app(max_retries=5, retry_backoff=0.001)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
+    assert result.state == "SUCCESS"
+    assert len(consumer.seen) == 6
+    [(_, p, error, attempts, _)] = dead.sent
+    assert (p.offset, str(error), attempts) == (4, "boom", 6)
+
+
+def test_a_dead_letter_kafka_refuses_is_retried_alone_and_perform_never_runs_again() -> None:
+    app, consumer = make_app(max_retries=1, retry_backoff=0.001)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app, refuse=3)
+    result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
+    assert result.state == "SUCCESS"
+    assert len(consumer.seen) == 2  # max_retries + 1, however often the dead letter failed
+    [(_, p, error, attempts, _)] = dead.sent
+    assert (p.offset, attempts, dead.tries) == (4, 2, 4)
+    assert (error.error_class, error.message) == ("builtins.RuntimeError", "boom")  # carried by the retry
+
+
+def test_a_batch_dead_letter_retry_resends_only_what_kafka_did_not_take() -> None:
+    app, consumer = make_app(max_retries=0, batch_consuming=True)
+    consumer.perform = fail  # type: ignore[method-assign]
+    dead = FakeDeadLetters(app)
+    original = dead.send
+
+    def second_fails_once(topic: str, params: Params, *rest: Any) -> None:
+        if params.offset == 2 and not getattr(dead, "failed", False):
+            dead.failed = True  # type: ignore[attr-defined]
+            raise ConnectionError("Kafka is down")
+        original(topic, params, *rest)
+
+    dead.send = second_fails_once  # type: ignore[method-assign]
+    app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(1), wire(2), wire(3)]])
+    assert [p.offset for _, p, *_ in dead.sent] == [1, 2, 3]
+    assert len(consumer.seen) == 1
+
+
+FORGED: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
+    ("messages not a list", ("shop_users/users", "x"), {}, "messages must be a non-empty list"),
+    ("empty messages", ("shop_users/users", []), {}, "messages must be a non-empty list"),
+    ("message missing fields", ("shop_users/users", [{"topic": "users"}]), {}, "missing field 'partition'"),
+    ("offset as a string", ("shop_users/users", [{**wire(1), "offset": "77"}]), {}, "field 'offset' must be int"),
+    ("two messages on a per-message route", ("shop_users/users", [wire(1), wire(2)]), {}, "one message per task"),
+    ("another topic's message", ("shop_users/users", [{**wire(1), "topic": "evil-topic"}]), {}, "not of users-0"),
+    ("route id not a string", (7, [wire(1)]), {}, "route id must be a string"),
+    ("missing argument", ("shop_users/users",), {}, "expected 2 arguments"),
+    ("unknown kwarg", ("shop_users/users", [wire(1)]), {"x": 1}, "unknown keyword argument"),
+    ("forged dead_letter resume", ("shop_users/users", [wire(1)]), {"dead_letter": {"sent": 0}}, "dead_letter must"),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "kwargs", "problem"), FORGED, ids=[f[0] for f in FORGED])
+def test_forged_tasks_never_run_and_go_whole_to_the_unroutable_topic(
+    case: str, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str
+) -> None:
+    app, consumer = make_app()
+    dead = FakeDeadLetters(app)
+    app.celery.tasks[TASK_NAME].run(*args, **kwargs)
+    assert consumer.seen == [] and dead.sent == []
+    [(body, error, _)] = dead.unroutable
+    assert problem in str(error)
+    assert body["args"] == list(args) and body["kwargs"] == kwargs

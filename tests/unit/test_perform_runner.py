@@ -4,8 +4,20 @@ import logging
 
 import pytest
 
-from kbridge import BaseConsumer, KBridge, glass
+from kbridge import BaseConsumer, KBridge
+from kbridge.backends.inline import InlineScheduler
 from kbridge.params import Params, ParamsBatch
+from kbridge.perform import (
+    ContextStage,
+    DeadLettered,
+    Job,
+    Performed,
+    PerformRunner,
+    ReentrancyStage,
+    backoff,
+    build_runner,
+    should_retry,
+)
 
 
 class Boom(Exception):
@@ -31,46 +43,52 @@ class Recording(BaseConsumer):
             raise RuntimeError("hook broke")
 
 
-def consumer(**attrs: object) -> Recording:
+def consumer(**attrs: object) -> Job:
     app = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"})
     cls = type("Rec", (Recording,), attrs)
     route = app.topic("t", consumer=cls)
-    return cls(route, ParamsBatch([Params(topic="t", partition=0, offset=0, raw_payload=b"{}")]))
+    return Job(route, ParamsBatch([Params(topic="t", partition=0, offset=0, raw_payload=b"{}")]))
+
+
+def run(job: Job, hooks: list = []) -> Recording:  # type: ignore[type-arg]  # noqa: B006
+    """after_failure inside the hooks, as every runner orders them; no policy, so a failure propagates."""
+    try:
+        PerformRunner([ContextStage(hooks), ReentrancyStage()]).attempt(job)
+    finally:
+        run.last = job.consumer  # type: ignore[attr-defined]
+    return job.consumer  # type: ignore[return-value]
 
 
 def test_success_runs_perform_without_after_failure() -> None:
-    c = consumer()
-    glass.run(c)
+    c = run(consumer())
     assert c.events == ["perform"]
 
 
 def test_failure_calls_after_failure_with_the_error_then_reraises() -> None:
     err = Boom("nope")
-    c = consumer(fail_with=err)
     with pytest.raises(Boom) as info:
-        glass.run(c)
+        run(consumer(fail_with=err))
     assert info.value is err
-    assert c.events == ["perform", ("after_failure", err)]
+    assert run.last.events == ["perform", ("after_failure", err)]  # type: ignore[attr-defined]
 
 
 def test_base_exceptions_reach_after_failure_too() -> None:
     err = KeyboardInterrupt()
-    c = consumer(fail_with=err)
     with pytest.raises(KeyboardInterrupt):
-        glass.run(c)
+        run(consumer(fail_with=err))
+    c = run.last  # type: ignore[attr-defined]
     assert c.events == ["perform", ("after_failure", err)]
 
 
 def test_raising_after_failure_does_not_hide_the_original_error(caplog: pytest.LogCaptureFixture) -> None:
     err = Boom("original")
-    c = consumer(fail_with=err, after_failure_raises=True)
-    with caplog.at_level(logging.ERROR, logger="kbridge.glass"), pytest.raises(Boom) as info:
-        glass.run(c)
+    with caplog.at_level(logging.ERROR, logger="kbridge.perform"), pytest.raises(Boom) as info:
+        run(consumer(fail_with=err, after_failure_raises=True))
     assert info.value is err
     assert "after_failure raised" in caplog.text and "hook broke" in caplog.text
 
 
-# -- the retry policy shared by both backends -------------------------------------------
+# -- the retry policy shared by every backend -------------------------------------------
 
 
 class FakeDeadLetters:
@@ -90,22 +108,29 @@ def one_message() -> ParamsBatch:
     return ParamsBatch([Params(topic="t", partition=0, offset=5, raw_payload=b"{}")])
 
 
+def run_inline(route, batch: ParamsBatch, dead: FakeDeadLetters) -> int:  # type: ignore[no-untyped-def]
+    """The inline backend's runner and scheduler (sleeping between attempts); the number of attempts made."""
+    outcome = build_runner(dead, enforce_timeout=True).run(Job(route, batch), InlineScheduler())
+    assert isinstance(outcome, (Performed, DeadLettered))
+    return outcome.attempts
+
+
 def test_backoff_is_exponential_with_equal_jitter_and_capped() -> None:
     route = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"}).topic(
         "t", consumer=Recording, retry_backoff=2, retry_backoff_max=10
     )
     for retries_done, ceiling in [(0, 2), (1, 4), (2, 8), (3, 10), (9, 10)]:
         for _ in range(20):
-            assert ceiling / 2 <= glass.backoff(route, retries_done) <= ceiling
+            assert ceiling / 2 <= backoff(route.retry_backoff, route.retry_backoff_max, retries_done) <= ceiling
 
 
 def test_should_retry_until_max_retries_but_never_unreadable_payloads() -> None:
     from kbridge.errors import DeserializationError
 
     route = inline_route(Recording, max_retries=2)
-    assert glass.should_retry(route, Boom(), 0) and glass.should_retry(route, Boom(), 1)
-    assert not glass.should_retry(route, Boom(), 2)
-    assert not glass.should_retry(route, DeserializationError("bad"), 0)
+    assert should_retry(route.max_retries, Boom(), 0) and should_retry(route.max_retries, Boom(), 1)
+    assert not should_retry(route.max_retries, Boom(), 2)
+    assert not should_retry(route.max_retries, DeserializationError("bad"), 0)
 
 
 def test_run_inline_retries_then_succeeds() -> None:
@@ -122,7 +147,7 @@ def test_run_inline_retries_then_succeeds() -> None:
             Flaky.seen.append(exc)
 
     dead = FakeDeadLetters()
-    assert glass.run_inline(inline_route(Flaky, max_retries=3), one_message(), dead) == 3
+    assert run_inline(inline_route(Flaky, max_retries=3), one_message(), dead) == 3
     assert len(Flaky.seen) == 2 and dead.sent == []
 
 
@@ -132,7 +157,7 @@ def test_run_inline_dead_letters_after_the_last_retry() -> None:
             raise Boom("always")
 
     dead = FakeDeadLetters()
-    assert glass.run_inline(inline_route(Broken, max_retries=1), one_message(), dead) == 2
+    assert run_inline(inline_route(Broken, max_retries=1), one_message(), dead) == 2
     [(topic, offset, error, attempts, group_id)] = dead.sent
     assert (topic, offset, str(error), attempts, group_id) == ("t.dlq", 5, "always", 2, "c_t")
 
@@ -156,7 +181,7 @@ def test_run_inline_enforces_the_timeout_and_calls_after_failure() -> None:
 
     dead = FakeDeadLetters()
     started = time.monotonic()
-    glass.run_inline(inline_route(Slow, max_retries=0, timeout=0.05), one_message(), dead)
+    run_inline(inline_route(Slow, max_retries=0, timeout=0.05), one_message(), dead)
     assert time.monotonic() - started < 2
     assert [type(e) for e in Slow.seen] == [PerformTimeout]
     assert [type(e) for _, _, e, _, _ in dead.sent] == [PerformTimeout]
@@ -164,8 +189,6 @@ def test_run_inline_enforces_the_timeout_and_calls_after_failure() -> None:
 
 def test_perform_hooks_wrap_perform_outermost_first_and_see_failures() -> None:
     from contextlib import contextmanager
-
-    from kbridge import glass as glass_module
 
     events: list[str] = []
 
@@ -187,7 +210,8 @@ def test_perform_hooks_wrap_perform_outermost_first_and_see_failures() -> None:
         def after_failure(self, exc: BaseException) -> None:
             events.append(f"after_failure {exc}")
 
-    consumer = Boom.__new__(Boom)
+    app = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"})
+    job = Job(app.topic("t", consumer=Boom), one_message())
     with pytest.raises(ValueError):
-        glass_module.run(consumer, [hook("outer"), hook("inner")])
+        run(job, [hook("outer"), hook("inner")])
     assert events == ["enter outer", "enter inner", "perform", "after_failure boom", "exit inner", "exit outer"]

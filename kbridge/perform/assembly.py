@@ -1,0 +1,35 @@
+"""The standard stage order, assembled once per process by whoever runs jobs there."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..instrumentation import Monitor
+from .context import ContextStage, PerformHook
+from .dead_letter import DeadLetterSink, DeadLetterStage
+from .instrumentation import InstrumentationStage
+from .reentrancy import ReentrancyStage
+from .retry import RetryStage
+from .runner import PerformRunner
+from .stage import Stage
+from .time_limit import TimeLimitStage
+
+
+def build_runner(
+    sink: DeadLetterSink,
+    *,
+    monitor: Monitor | None = None,
+    hooks: Sequence[PerformHook] = (),
+    enforce_timeout: bool,
+    extra: Sequence[Stage] = (),
+) -> PerformRunner:
+    """enforce_timeout: False where Celery enforces the topic's time limits itself. extra: stages placed
+    after the time limit and before the retry policy (they see each attempt's outcome first)."""
+    stages: list[Stage] = []
+    if monitor is not None:
+        stages.append(InstrumentationStage(monitor))
+    stages += [ContextStage(hooks), ReentrancyStage()]
+    if enforce_timeout:
+        stages.append(TimeLimitStage())
+    stages += [*extra, RetryStage(monitor), DeadLetterStage(sink)]
+    return PerformRunner(stages)
