@@ -134,11 +134,11 @@ class DeadLetters:
             if self._producer is None or self._pid != os.getpid():
                 config = {
                     "acks": "all",
-                    "max_request_size": DEAD_LETTER_MAX_REQUEST_SIZE,
                     # Waiting for metadata of a topic Kafka will not create must end within our own timeout.
                     "max_block_ms": int(self.settings.dead_letter_timeout * 1000),
                     **self.settings.producer_config(),
                 }
+                config["max_request_size"] = max(DEAD_LETTER_MAX_REQUEST_SIZE, config.get("max_request_size", 0))
                 self._producer = KafkaProducer(**config)
                 self._pid = os.getpid()
             return self._producer

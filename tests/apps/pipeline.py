@@ -50,6 +50,7 @@ app = KBridge(
     celery=celery_app,
     shutdown_timeout=float(os.environ.get("PIPELINE_SHUTDOWN_TIMEOUT", "30")),
     redelivery_after=5.0,
+    dead_letter_timeout=float(os.environ.get("PIPELINE_DEAD_LETTER_TIMEOUT", "30")),
 )
 
 _redis: redis.Redis | None = None
@@ -144,6 +145,29 @@ class SlowConsumer(BaseConsumer):
         record(self)
 
 
+class FailsUntilKafkaIsDownConsumer(BaseConsumer):
+    """Fails every attempt; the last one first waits until the test has stopped Kafka, so its dead letter
+    meets the outage."""
+
+    def perform(self) -> None:
+        p = self.params
+        if _calls(self, "attempts") == self.topic.max_retries + 1:
+            store().rpush(f"{RUN}:last-attempt:{p.topic}", p.offset)
+            deadline = time.monotonic() + 60
+            while not store().exists(f"{RUN}:kafka-down") and time.monotonic() < deadline:
+                time.sleep(0.1)
+        raise RuntimeError(f"failing at offset {p.offset}")
+
+
+class HeadersConsumer(BaseConsumer):
+    """Records every header it got, in order, then fails, so the dead letter shows them too."""
+
+    def perform(self) -> None:
+        p = self.params
+        store().rpush(f"{RUN}:headers:{p.topic}:{p.offset}", *[f"{k}={(v or b'').decode()}" for k, v in p.header_list])
+        raise RuntimeError("dead-letter me")
+
+
 app.topic(f"{RUN}.events", consumer=RecordingConsumer)
 app.topic(f"{RUN}.inline", consumer=RecordingConsumer, backend="inline")
 app.topic(f"{RUN}.binary", consumer=BinaryConsumer, deserializer=raw_bytes)
@@ -157,3 +181,7 @@ app.topic(f"{RUN}.slow", consumer=SlowConsumer)
 app.topic(f"{RUN}.sleepy", consumer=SlowConsumer, backend="inline")
 app.topic(f"{RUN}.outage", consumer=RecordingConsumer)
 app.topic(f"{RUN}.pair", consumer=RecordingConsumer)
+app.topic(f"{RUN}.retries5", consumer=FailingConsumer, max_retries=5, retry_backoff=0.05, retry_backoff_max=0.1)
+app.topic(f"{RUN}.dlq-outage", consumer=FailsUntilKafkaIsDownConsumer, max_retries=1, retry_backoff=0.1)
+app.topic(f"{RUN}.huge", consumer=FailingConsumer, max_retries=0)
+app.topic(f"{RUN}.headers", consumer=HeadersConsumer, max_retries=0)
