@@ -44,6 +44,22 @@ def metrics_port_option(fn: F) -> F:
     )(fn)
 
 
+def _host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .config import is_host
+
+    if value is not None and not is_host(value):
+        raise click.BadParameter(f"{value!r} is not an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0")
+    return value
+
+
+def metrics_host_option(fn: F) -> F:
+    return click.option(
+        "--metrics-host", metavar="HOST", default=None, envvar="KBRIDGE_METRICS_HOST", callback=_host,
+        help="The address the metrics server listens on; 0.0.0.0 for every interface (in a container). "
+             "Default: the metrics_host setting (127.0.0.1).",
+    )(fn)
+
+
 def _load(app_spec: str | None) -> KBridge:
     """The app given by a framework integration (click's ctx.obj), else --app / KBRIDGE_APP.
 
@@ -94,15 +110,19 @@ def main(log_level: str) -> None:
 @app_option
 @groups_option
 @metrics_port_option
+@metrics_host_option
 @click.option("--health-port", type=click.IntRange(1, 65535), default=None, envvar="KBRIDGE_HEALTH_PORT",
               help="Answer Kubernetes probes on this port: /live and /ready. Default: the health_port setting.")
+@click.option("--health-host", metavar="HOST", default=None, envvar="KBRIDGE_HEALTH_HOST", callback=_host,
+              help="The address the health server listens on; 0.0.0.0 for every interface (in a container). "
+                   "Default: the health_host setting (127.0.0.1).")
 @click.option("--log-batches/--no-log-batches", default=True, show_default=True,
               help="Log one INFO line per enqueued partition batch (logger kbridge.events).")
 @click.option("--swarm", "swarm_nodes", type=click.IntRange(min=0), default=None, metavar="N",
               help="Fork N supervised listener nodes (default: the swarm_nodes setting; 0 = one plain listener).")
 def listen(
-    app_spec: str | None, consumer_groups: str, metrics_port: int | None, health_port: int | None, log_batches: bool,
-    swarm_nodes: int | None,
+    app_spec: str | None, consumer_groups: str, metrics_port: int | None, metrics_host: str | None,
+    health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None,
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .instrumentation.wiring import instrument_listener
@@ -118,6 +138,7 @@ def listen(
             app, [g.id for g in groups], log_batches=log_batches,
             metrics_port=metrics_port if metrics_port is not None else app.settings.metrics_port,
             health_port=health_port if health_port is not None else app.settings.health_port,
+            metrics_host=metrics_host, health_host=health_host,
         )
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -148,8 +169,9 @@ def _listen_swarm(
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @app_option
 @metrics_port_option
+@metrics_host_option
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None) -> None:
+def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None, metrics_host: str | None) -> None:
     """Start a Celery worker for the app; extra arguments go to `celery worker`.
 
     With a metrics port, the worker's main process serves the metrics of its whole pool
@@ -164,7 +186,8 @@ def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None) -
         raise click.ClickException(f"app {app.client_id!r} has no Celery app: pass KBridge(celery=...)")
     if metrics_port is not None:
         try:
-            prometheus.serve_worker_metrics(app.monitor, metrics_port)
+            host = metrics_host if metrics_host is not None else app.settings.metrics_host
+            prometheus.serve_worker_metrics(app.monitor, metrics_port, host)
         except KBridgeError as exc:
             raise click.ClickException(str(exc)) from None
     app.celery.worker_main(argv=["worker", *ctx.args])
@@ -288,14 +311,53 @@ def dlq() -> None:
 @app_option
 @click.argument("dlq_topic")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N dead letters.")
-def replay(app_spec: str | None, dlq_topic: str, limit: int | None) -> None:
-    """Re-produce dead-lettered messages to their origin topic."""
+@click.option("--to", "to_topic", default=None, metavar="TOPIC",
+              help="Send every dead letter to this Kafka topic instead of its origin (not an internal __ topic).")
+@click.option("--idle", type=click.FloatRange(min=0.5), default=3.0, show_default=True, metavar="SECONDS",
+              help="Stop once no dead letter has come for this long.")
+def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, idle: float) -> None:
+    """Re-produce dead-lettered messages to their origin topic.
+
+    DLQ_TOPIC and --to are Kafka names (the topic mapper does not apply). A letter goes back
+    only to an origin topic the app routes; one from anywhere else (or with no origin) is
+    skipped: logged with its offset and why, counted, and committed past, so a rerun does
+    not meet it again. It stays in DLQ_TOPIC; --to TOPIC replays such letters elsewhere.
+
+    Exit status: 0 every letter replayed; 3 done, but some letters were skipped; 1 an error
+    stopped the replay (what was replayed is committed, a rerun resumes); 130 interrupted.
+    """
+    import signal
+
+    from .replay import ReplayResult, Targets, routed_targets, target_problem
     from .replay import replay as run_replay
 
     app = _load(app_spec)
+    if to_topic is not None and (problem := target_problem(to_topic, dlq_topic)) is not None:
+        raise click.ClickException(f"refusing to replay: {problem}")
     try:
-        result = run_replay(app.settings, dlq_topic, limit)
+        targets = routed_targets(app) if to_topic is None else Targets(frozenset(), to_topic)
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"replayed {result.replayed} message(s) from {dlq_topic}"
-               + (f"; skipped {result.skipped} without origin headers" if result.skipped else ""))
+    result = ReplayResult()
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)  # stopped like Ctrl-C: counts printed, progress committed
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        previous = None
+    try:
+        run_replay(app.settings, dlq_topic, targets, limit, idle, result=result)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {result.summary(dlq_topic)}")
+        sys.exit(130)
+    except KBridgeError as exc:
+        click.echo(f"stopped: {result.summary(dlq_topic)}")
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    click.echo(result.summary(dlq_topic))
+    if result.skipped:
+        sys.exit(3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -25,6 +28,10 @@ RESERVED_KAFKA_KEYS = {
 }
 CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)
 PRODUCER_KEYS = frozenset(KafkaProducer.DEFAULT_CONFIG)
+# Where the metrics and health servers listen unless told otherwise: this host only.
+DEFAULT_HOST = "127.0.0.1"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 MIN_SWARM_SILENCE = 5.0  # seconds; swarm nodes report every second
 
 
@@ -51,6 +58,10 @@ class Settings:
     # and health checks, a celery worker metrics; --metrics-port / --health-port override these.
     metrics_port: int | None = None
     health_port: int | None = None  # listener only: /live and /ready for Kubernetes probes
+    # The address they listen on: this host only by default; "0.0.0.0" (every interface) in a container
+    # whose port a scraper or a probe reaches from outside. --metrics-host / --health-host override these.
+    metrics_host: str = DEFAULT_HOST
+    health_host: str = DEFAULT_HOST
     liveness_timeout: float = 60.0  # /live fails once a consumer group's loop has not turned for this long
 
     @classmethod
@@ -79,6 +90,7 @@ class Settings:
                 problems.append(f"{key} must be a number of seconds > 0, got {values[key]!r}")
         problems.extend(_swarm_problems(values))
         problems.extend(_port_problems(values))
+        problems.extend(_host_problems(values))
         if "topic_mapper" in values:
             problems.extend(mapper_problems(values["topic_mapper"]))
         mpr = values.get("max_poll_records", cls.max_poll_records)
@@ -108,7 +120,78 @@ def _kafka_problems(kafka: dict[str, Any]) -> list[str]:
             problems.append(f"kafka[{key!r}] cannot be set: {RESERVED_KAFKA_KEYS[key]}")
         elif key not in CONSUMER_KEYS and key not in PRODUCER_KEYS:
             problems.append(f"kafka[{key!r}] is not a kafka-python consumer or producer setting; check its spelling")
+        elif (p := kafka_type_problem(key, kafka[key])) is not None:
+            problems.append(p)
     return problems
+
+
+# What a kafka-python setting takes, judged by its default: (check, what to write in the message).
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number (int or float)"),
+    "str": (lambda v: isinstance(v, str), "a str"),
+    "sequence": (lambda v: isinstance(v, (list, tuple)), "a list or tuple"),
+    "callable": (callable, "a callable (a function or a class)"),
+}
+# Settings whose default does not tell their type (or tells only part of it).
+_KAFKA_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "acks": (lambda v: not isinstance(v, bool) and v in (0, 1, -1, "all"), "0, 1, -1 or 'all'"),
+    "bootstrap_servers": (
+        lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)),
+        "a str 'host:port[,host:port]' or a list of 'host:port' strs",
+    ),
+    "client_id": (lambda v: isinstance(v, str), "a str"),
+}
+
+
+def _kind(default: object) -> str | None:
+    """The kind of a kafka-python default; None when it says nothing (None, or an arbitrary object)."""
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "number"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, (list, tuple)):
+        return "sequence"
+    if callable(default):
+        return "callable"
+    return None
+
+
+def kafka_type_problem(key: str, value: object) -> str | None:
+    """Why value cannot be kafka-python's setting key, judged by the type of its default; None if it can.
+
+    A setting whose default is None (or an object of no plain type) takes anything here:
+    kafka-python itself says what it makes of it.
+    """
+    if key in _KAFKA_TYPES:
+        check, expected = _KAFKA_TYPES[key]
+        default: object = KafkaProducer.DEFAULT_CONFIG.get(key, KafkaConsumer.DEFAULT_CONFIG.get(key))
+    else:
+        defaults = [c[key] for c in (KafkaConsumer.DEFAULT_CONFIG, KafkaProducer.DEFAULT_CONFIG) if key in c]
+        kinds = {_kind(d) for d in defaults}
+        if not defaults or None in kinds:
+            return None
+        if len(kinds) > 1:
+            return None  # the consumer and the producer disagree; let kafka-python judge
+        kind = kinds.pop()
+        assert kind is not None
+        check, expected = _KINDS[kind]
+        default = defaults[0]
+    if check(value):
+        return None
+    shown = "*****" if is_secret(key) else _short(value)
+    hint = "" if callable(default) or default is None else f" (kafka-python's default is {default!r})"
+    return f"kafka[{key!r}] must be {expected}{hint}, got {type(value).__name__} {shown}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _swarm_problems(values: dict[str, Any]) -> list[str]:
@@ -135,6 +218,28 @@ def _port_problems(values: dict[str, Any]) -> list[str]:
     if values.get("metrics_port") is not None and values.get("metrics_port") == values.get("health_port"):
         problems.append(f"metrics_port and health_port must differ, both are {values['metrics_port']!r}")
     return problems
+
+
+def _host_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("metrics_host", "health_host"):
+        if key in values and not is_host(values[key]):
+            problems.append(
+                f"{key} must be an IP address or a host name to listen on, e.g. '127.0.0.1' (this host only) "
+                f"or '0.0.0.0' (every interface), got {values[key]!r}"
+            )
+    return problems
+
+
+def is_host(value: object) -> bool:
+    """An address a server can bind: an IPv4 or IPv6 literal, or a host name."""
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return bool(HOSTNAME_RE.match(value))
+    return True
 
 
 def _integer(value: object) -> bool:

@@ -1,47 +1,149 @@
 """kbridge dlq replay: send dead-lettered messages back to the topic they came from.
 
 Replay is itself at least once: it reads the dead-letter topic in its own consumer
-group (<client_id>_dlq_replay) and commits a dead letter only after its origin
-topic acknowledged the copy, so a replay that is interrupted picks up where it stopped.
+group (<client_id>_dlq_replay) and commits a dead letter only after its target
+acknowledged the copy, so a replay that is interrupted picks up where it stopped.
+
+Where a letter goes is not up to the letter. Its kbridge-origin-topic header is only
+data: anyone who can write to a dead-letter topic can write any header. So replay
+writes only to topics the app routes (their Kafka names, through the topic mapper), or
+to the one topic named by `--to`, and never to an internal `__` topic. A letter it
+cannot replay is skipped: logged with its offset and why, counted, and committed past,
+so that the next run does not meet it again. It stays in the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from .config import Settings
 from .dlq import HEADER_PREFIX, ORIGIN_TOPIC
 from .errors import KBridgeError
+from .routing.mapper import kafka_names
+from .routing.names import name_problem
+
+if TYPE_CHECKING:
+    from .app import KBridge
 
 log = logging.getLogger("kbridge.replay")
 
 JOIN_TIMEOUT = 60.0
+INTERNAL_PREFIX = "__"  # Kafka's own topics: __consumer_offsets, __transaction_state, ...
+# Refusals by Kafka that no retry of this letter can change: it is skipped, not retried for ever.
+UNREPLAYABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
+
+# Why a letter was skipped: the categories counted in ReplayResult.skipped_by.
+NO_ORIGIN = "no origin header"
+ILLEGAL = "illegal topic name"
+INTERNAL = "internal Kafka topic"
+LOOP = "the dead-letter topic itself"
+UNROUTED = "not routed by this app"
+REFUSED = "refused by Kafka"
 
 
 @dataclass
 class ReplayResult:
     replayed: int = 0
-    skipped: int = 0  # no origin header: not a kbridge dead letter
+    skipped: int = 0
+    replayed_to: Counter[str] = field(default_factory=Counter)  # Kafka topic -> letters replayed there
+    skipped_by: Counter[str] = field(default_factory=Counter)  # why (one of the categories above) -> letters
+
+    def summary(self, dlq_topic: str) -> str:
+        text = f"replayed {self.replayed} message(s) from {dlq_topic}"
+        if self.replayed_to:
+            text += " (" + ", ".join(f"{t}: {n}" for t, n in sorted(self.replayed_to.items())) + ")"
+        text += f"; skipped {self.skipped}"
+        if self.skipped:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_by.items()))
+            text += f" ({why}; each is logged with its offset, and stays in {dlq_topic})"
+        return text
 
 
-def replay(settings: Settings, dlq_topic: str, limit: int | None = None, idle: float = 3.0) -> ReplayResult:
-    """Replay up to limit dead letters; stops once the topic has been idle for idle seconds."""
-    consumer = KafkaConsumer(
-        **settings.consumer_config(),
-        group_id=f"{settings.client_id}_dlq_replay",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
-    result = ReplayResult()
+@dataclass(frozen=True)
+class Targets:
+    """Where letters may go: their origin if it is one of routed (Kafka names), or every letter to `to`."""
+
+    routed: frozenset[str]
+    to: str | None = None
+
+
+def routed_targets(app: KBridge) -> Targets:
+    """The Kafka names of every topic app routes; a broken topic mapper is a ConfigError."""
+    names = sorted({route.name for route in app.routes})
+    return Targets(frozenset(kafka_names(app.settings.topic_mapper, names)))
+
+
+def target_problem(topic: str, dlq_topic: str) -> str | None:
+    """Why `--to topic` is refused, or None: it must be a legal, non-internal topic other than the one replayed."""
+    if (problem := name_problem("--to topic", topic)) is not None:
+        return problem
+    if topic.startswith(INTERNAL_PREFIX):
+        return f"--to topic {topic!r} is internal to Kafka ({INTERNAL_PREFIX!r} prefix); replay never writes there"
+    if topic == dlq_topic:
+        return f"--to topic {topic!r} is the dead-letter topic being replayed; replay would read its own copies"
+    return None
+
+
+def replay(
+    settings: Settings,
+    dlq_topic: str,
+    targets: Targets,
+    limit: int | None = None,
+    idle: float = 3.0,
+    result: ReplayResult | None = None,
+) -> ReplayResult:
+    """Replay up to limit dead letters; stops once the topic has been idle for idle seconds.
+
+    result: counts as they go, so a caller still has them if this raises (an interrupt, an
+    error that stops the replay). Everything handled before that is committed.
+    """
+    if targets.to is not None and (problem := target_problem(targets.to, dlq_topic)) is not None:
+        raise KBridgeError(problem)
+    result = result if result is not None else ReplayResult()
     try:
-        if dlq_topic not in consumer.topics():
+        consumer = KafkaConsumer(
+            **settings.consumer_config(),
+            group_id=f"{settings.client_id}_dlq_replay",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+    except KafkaError as exc:
+        raise KBridgeError(f"cannot reach Kafka to replay {dlq_topic!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        return _run(consumer, settings, dlq_topic, targets, limit, idle, result)
+    except KafkaError as exc:
+        raise KBridgeError(f"replay of {dlq_topic!r} stopped: {type(exc).__name__}: {exc}") from None
+
+
+def _run(
+    consumer: KafkaConsumer, settings: Settings, dlq_topic: str, targets: Targets, limit: int | None, idle: float,
+    result: ReplayResult,
+) -> ReplayResult:
+    producer: KafkaProducer | None = None
+    done: dict[TopicPartition, int] = {}  # the next offset to read, per partition: what may be committed
+    committed: dict[TopicPartition, int] = {}
+    try:
+        existing = consumer.topics()
+        if dlq_topic not in existing:
             raise KBridgeError(f"dead-letter topic {dlq_topic!r} does not exist; `kbridge info` lists each route's dlq")
+        if targets.to is not None and targets.to not in existing:
+            raise KBridgeError(f"--to topic {targets.to!r} does not exist in Kafka; create it first")
+        producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
+        sender = _Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout)
         consumer.subscribe([dlq_topic])
         join_deadline = time.monotonic() + JOIN_TIMEOUT
         last_record: float | None = None  # the idle clock starts once the group has assigned partitions
@@ -62,23 +164,102 @@ def replay(settings: Settings, dlq_topic: str, limit: int | None = None, idle: f
             last_record = time.monotonic()
             for tp, records in polled.items():
                 for record in records:
-                    _replay_one(producer, record, result)
-                consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)})
+                    sender.handle(record, result)
+                    done[tp] = record.offset + 1
+            _commit(consumer, done, committed)
     finally:
-        producer.close(timeout=10)
-        consumer.close(autocommit=False)
+        try:
+            _commit(consumer, done, committed)  # what was handled before an interrupt or an error
+        except Exception as exc:
+            log.warning("could not commit the replay's progress (%s: %s); a rerun replays those letters again",
+                        type(exc).__name__, exc)
+        finally:
+            if producer is not None:
+                producer.close(timeout=10)
+            consumer.close(autocommit=False)
     return result
 
 
-def _replay_one(producer: KafkaProducer, record: Any, result: ReplayResult) -> None:
-    headers = record.headers or []
-    origin = dict(headers).get(ORIGIN_TOPIC)
-    if not origin:
-        log.warning("skipping %s-%d@%d: it has no %s header", record.topic, record.partition, record.offset,
-                    ORIGIN_TOPIC)
-        result.skipped += 1
-        return
-    kept = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
-    producer.send(origin.decode("utf-8"), value=record.value, key=record.key, headers=kept).get(timeout=30)
-    result.replayed += 1
+def _commit(consumer: KafkaConsumer, done: Mapping[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
+    fresh = {tp: offset for tp, offset in done.items() if committed.get(tp) != offset}
+    if fresh:
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in fresh.items()})
+        committed.update(fresh)
 
+
+class _Sender:
+    """Decides where one letter may go, and sends it there or skips it."""
+
+    def __init__(
+        self, producer: KafkaProducer, consumer: KafkaConsumer, existing: set[str], targets: Targets, dlq_topic: str,
+        timeout: float,
+    ) -> None:
+        self.producer = producer
+        self.consumer = consumer
+        self.existing = existing
+        self.targets = targets
+        self.dlq_topic = dlq_topic
+        self.timeout = timeout
+
+    def handle(self, record: Any, result: ReplayResult) -> None:
+        headers: list[tuple[str, bytes | None]] = list(record.headers or [])
+        where = f"{record.topic}-{record.partition}@{record.offset}"
+        target = self.targets.to
+        if target is None:
+            origin, category, why = self._origin(headers)
+            if origin is None:
+                self._skip(where, category, why, result)
+                return
+            target = origin
+        if target not in self.existing:
+            self.existing |= set(self.consumer.topics())  # it may have been created since replay started
+            if target not in self.existing:
+                raise KBridgeError(
+                    f"{where}: topic {target!r} does not exist in Kafka; create it (`kbridge topics create`) "
+                    "and run replay again, which resumes at this letter"
+                )
+        kept = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+        try:
+            self.producer.send(target, value=record.value, key=record.key, headers=kept).get(timeout=self.timeout)
+        except UNREPLAYABLE as exc:
+            self._skip(where, REFUSED, f"Kafka refused it for {target!r}: {type(exc).__name__}: {exc}", result)
+            return
+        except KafkaTimeoutError:
+            raise KBridgeError(
+                f"{where}: Kafka did not acknowledge the copy to {target!r} within {self.timeout:g}s; "
+                "run replay again, which resumes at this letter"
+            ) from None
+        except KafkaError as exc:
+            raise KBridgeError(
+                f"{where}: Kafka did not take the copy to {target!r}: {type(exc).__name__}: {exc}; "
+                "run replay again once that is fixed, which resumes at this letter"
+            ) from None
+        result.replayed += 1
+        result.replayed_to[target] += 1
+
+    def _origin(self, headers: Iterable[tuple[str, bytes | None]]) -> tuple[str | None, str, str]:
+        """(origin topic, "", "") if the letter may go back there, else (None, category, why)."""
+        raw = dict(headers).get(ORIGIN_TOPIC)
+        if not raw:
+            return None, NO_ORIGIN, f"it has no {ORIGIN_TOPIC} header, so it is not a kbridge dead letter; " \
+                "replay it with --to TOPIC"
+        try:
+            origin = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, ILLEGAL, f"its {ORIGIN_TOPIC} header {raw[:60]!r} is not UTF-8, so not a topic name"
+        if (problem := name_problem(f"origin topic (header {ORIGIN_TOPIC})", origin)) is not None:
+            return None, ILLEGAL, problem
+        if origin.startswith(INTERNAL_PREFIX):
+            return None, INTERNAL, f"origin topic {origin!r} is internal to Kafka; replay never writes there"
+        if origin == self.dlq_topic:
+            return None, LOOP, f"origin topic {origin!r} is the dead-letter topic being replayed"
+        if origin not in self.targets.routed:
+            routed = ", ".join(sorted(self.targets.routed)) or "none"
+            return None, UNROUTED, (f"origin topic {origin!r} is not a topic this app routes (routed: {routed}); "
+                                    "replay it with --to TOPIC if it belongs somewhere")
+        return origin, "", ""
+
+    def _skip(self, where: str, category: str, why: str, result: ReplayResult) -> None:
+        log.warning("skipped dead letter %s: %s", where, why)
+        result.skipped += 1
+        result.skipped_by[category] += 1

@@ -33,7 +33,7 @@ def connect(celery_app: Celery, kbridge_app: KBridge) -> None:
         if port is not None:
             from .prometheus import serve_worker_metrics
 
-            serve_worker_metrics(kbridge_app.monitor, port)
+            serve_worker_metrics(kbridge_app.monitor, port, kbridge_app.settings.metrics_host)
 
     @worker_shutting_down.connect(weak=False)
     def _stopping(exitcode: int | None = None, **_: Any) -> None:

@@ -5,11 +5,12 @@
   Kafka outage is working as designed, and restarting it would not help. A loop
   stuck (in a filter, an enqueue, a deadlock) stops turning, and the probe fails.
 - GET /ready: 200 once every group has joined and received its partition assignment,
-  until a rebalance revokes it or the listener starts stopping. A member given no
-  partitions (more listeners than partitions) is ready too: it is a standby, and
-  holding it unready would stall a rolling update forever.
+  until a rebalance revokes it, a group loses its Kafka brokers (kafka.lost, until
+  kafka.restored) or the listener starts stopping. A member given no partitions (more
+  listeners than partitions) is ready too: it is a standby, and holding it unready
+  would stall a rolling update forever.
 
-Both answer JSON saying why. Why events rather than reading the poll loop's state:
+Both answer JSON saying why; a 503 carries a "reason". Why events rather than reading the poll loop's state:
 the tracker then needs nothing but the monitor, and is testable with a fake clock.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,9 +31,10 @@ from .monitor import Monitor
 
 log = logging.getLogger("kbridge.instrumentation")
 
-DEFAULT_ADDR = "0.0.0.0"
+DEFAULT_ADDR = "127.0.0.1"  # this host only; the health_host setting (or --health-host) opens it up
+IDLE_TIMEOUT = 5.0  # seconds a connection may stay silent before it is closed, with its thread
 TICKS = ("poll.started", "poll.finished", "connect.failed")
-EVENTS = (*TICKS, "rebalance.assigned", "rebalance.revoked", "app.stopping")
+EVENTS = (*TICKS, "rebalance.assigned", "rebalance.revoked", "kafka.lost", "kafka.restored", "app.stopping")
 
 
 class HealthTracker:
@@ -45,6 +48,7 @@ class HealthTracker:
         started = clock()  # a group that has not turned yet gets liveness_timeout from now to start
         self._last_turn: dict[str, float] = dict.fromkeys(group_ids, started)
         self._assigned: dict[str, list[tuple[str, int]] | None] = dict.fromkeys(self._last_turn)
+        self._kafka_lost: dict[str, str] = {}  # group -> the error it lost Kafka with, until kafka.restored
         self._stopping = False
         self._lock = threading.Lock()
 
@@ -67,6 +71,10 @@ class HealthTracker:
                 self._assigned[group] = sorted((str(t), int(n)) for t, n in payload["partitions"])
             elif event == "rebalance.revoked":
                 self._assigned[group] = None  # until the rebalance's new assignment arrives
+            elif event == "kafka.lost":
+                self._kafka_lost[group] = str(payload.get("error") or "unknown error")
+            elif event == "kafka.restored":
+                self._kafka_lost.pop(group, None)
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         now = self.clock()
@@ -79,12 +87,24 @@ class HealthTracker:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             assigned = dict(self._assigned)
+            lost = dict(sorted(self._kafka_lost.items()))
         waiting = sorted(g for g, parts in assigned.items() if parts is None)
-        ready = not waiting and not self._stopping
-        return ready, {
+        reasons = []
+        if self._stopping:
+            reasons.append("the listener is stopping")
+        reasons += [f"consumer group {g} lost its Kafka brokers: {error}" for g, error in lost.items()]
+        if waiting:
+            reasons.append(f"waiting for a partition assignment: {', '.join(waiting)}")
+        ready = not reasons
+        body: dict[str, Any] = {
             "ready": ready, "stopping": self._stopping, "waiting_for_assignment": waiting,
             "partitions": {g: [f"{t}-{p}" for t, p in parts or []] for g, parts in assigned.items()},
         }
+        if lost:
+            body["kafka_lost"] = lost
+        if reasons:
+            body["reason"] = "; ".join(reasons)
+        return ready, body
 
 
 @dataclass
@@ -94,12 +114,18 @@ class HealthServer:
     tracker: HealthTracker
     port: int
     addr: str = DEFAULT_ADDR
+    idle_timeout: float = IDLE_TIMEOUT
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     def start(self) -> HealthServer:
         tracker = self.tracker
+        idle_timeout = self.idle_timeout
 
         class Handler(BaseHTTPRequestHandler):
+            # A socket timeout: a connection that sends nothing (a port scan, a half-open probe)
+            # is closed after this long, instead of holding a thread for ever.
+            timeout = idle_timeout
+
             def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
                 path = self.path.split("?")[0].rstrip("/")
                 if path in ("/live", "/livez", "/healthz"):
@@ -122,8 +148,9 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # a probe every few seconds would flood the log
 
+        server_class = _IPv6Server if ":" in self.addr else ThreadingHTTPServer
         try:
-            self._httpd = ThreadingHTTPServer((self.addr, self.port), Handler)
+            self._httpd = server_class((self.addr, self.port), Handler)
         except OSError as exc:
             raise KBridgeError(f"cannot serve health checks on {self.addr}:{self.port}: {exc}") from None
         self._httpd.daemon_threads = True
@@ -137,6 +164,10 @@ class HealthServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def serve_health(

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbridge.instrumentation")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-DEFAULT_ADDR = "0.0.0.0"  # probes and scrapers reach a pod on its own address
+# This host only, unless told otherwise: the metrics_host setting, or --metrics-host. In a container
+# or a pod, a scraper reaches the process on the pod's own address, so set it to "0.0.0.0" there.
+DEFAULT_ADDR = "127.0.0.1"
 ENQUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PERFORM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 LABELS = ("group_id", "topic")

@@ -43,10 +43,15 @@ def instrument_listener(
     *,
     metrics_port: int | None = None,
     health_port: int | None = None,
+    metrics_host: str | None = None,
+    health_host: str | None = None,
     log_batches: bool = True,
     proctitle: bool = True,
 ) -> ListenerInstrumentation:
-    """Subscribe the chosen listeners to app.monitor and start the chosen servers (a port of None: not served)."""
+    """Subscribe the chosen listeners to app.monitor and start the chosen servers (a port of None: not served).
+
+    A host of None is the app's metrics_host / health_host setting (127.0.0.1 unless set).
+    """
     found = ListenerInstrumentation()
     if log_batches:
         LoggingListener().attach(app.monitor)
@@ -56,12 +61,14 @@ def instrument_listener(
         if metrics_port is not None:
             from .prometheus import serve_listener_metrics
 
-            found.metrics = serve_listener_metrics(app.monitor, metrics_port)
+            host = metrics_host if metrics_host is not None else app.settings.metrics_host
+            found.metrics = serve_listener_metrics(app.monitor, metrics_port, host)
             found._closables.append(found.metrics)
         if health_port is not None:
             from .health import serve_health
 
-            found.health = serve_health(app.monitor, group_ids, health_port, app.settings.liveness_timeout)
+            host = health_host if health_host is not None else app.settings.health_host
+            found.health = serve_health(app.monitor, group_ids, health_port, app.settings.liveness_timeout, host)
             found._closables.append(found.health)
     except BaseException:
         found.close()

@@ -37,13 +37,22 @@ class Builder:
         return group
 
     def topic_group(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any]) -> Topic:
-        """The app.topic() shorthand: a group named after the topic, registered only if the topic is valid."""
-        group = self.consumer_group(name)
-        try:
-            return group.topic(name, consumer, **options)
-        except ConfigError:
-            del self.groups[name]
-            raise
+        """The app.topic() shorthand: a group named after the topic, registered only if the topic is valid.
+
+        The group's name is the topic's, so a problem with it is reported with every problem of
+        the topic in one ConfigError (an illegal name shows once, as the topic name).
+        """
+        problems = []
+        if name in self.groups:
+            problems.append(f"consumer group {name!r} is declared twice; app.topic({name!r}) declares a group "
+                            "of that name: route the topic inside the existing group instead")
+        group = ConsumerGroup(
+            name, self.client_id, default_backend=self._default_backend, has_celery=self._has_celery,
+            on_route=self.register,
+        )
+        route = group.add(name, consumer, options, problems)
+        self.groups[name] = group
+        return route
 
     def register(self, route: Topic) -> None:
         self._routes[route.route_id] = route

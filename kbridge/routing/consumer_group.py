@@ -30,16 +30,28 @@ class ConsumerGroup:
         self._on_route = on_route
 
     def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Topic:
+        """Route name to consumer; every problem of the call (a second route of name included) is raised at once."""
+        return self.add(name, consumer, options)
+
+    def add(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any],
+            problems: list[str] | None = None) -> Topic:
+        """topic() with options as a dict; problems: the caller's own findings, raised with these in one ConfigError."""
+        found = list(problems or [])
         if name in self.topics:
-            raise ConfigError([f"topic {name!r} is routed twice in consumer group {self.name!r}; route it once"])
-        route = build_topic(
-            name,
-            group_name=self.name,
-            group_id=self.id,
-            default_backend=self._default_backend,
-            has_celery=self._has_celery,
-            options={**options, "consumer": consumer},
-        )
+            found.append(f"topic {name!r} is routed twice in consumer group {self.name!r}; route it once")
+        try:
+            route = build_topic(
+                name,
+                group_name=self.name,
+                group_id=self.id,
+                default_backend=self._default_backend,
+                has_celery=self._has_celery,
+                options={**options, "consumer": consumer},
+            )
+        except ConfigError as exc:
+            found.extend(exc.problems)
+        if found:
+            raise ConfigError(found)
         self.topics[name] = route
         if self._on_route is not None:
             self._on_route(route)
