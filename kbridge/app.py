@@ -14,7 +14,7 @@ from .perform import PerformHook, build_runner
 from .producer import Delivery, Headers, Producer, Serializer, register_app
 from .routing import Builder, ConsumerGroup, Topic
 from .routing.names import name_problem
-from .worker import register_task
+from .backends.celery.task import register_task
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -238,7 +238,7 @@ class KBridge:
         """One backend instance per kind, built on first use in the process that uses it."""
         if name not in self._backends:
             if name == "celery":
-                from .backends.celery import CeleryBackend
+                from .backends.celery.publisher import CeleryBackend
 
                 assert self.celery is not None  # checked when the route was built
                 self._backends[name] = CeleryBackend(self.celery, self.settings.redelivery_after)

@@ -45,6 +45,15 @@ EVENTS: dict[str, str] = {
     "kafka.restored": "group_id (the listener reaches Kafka again)",
     "partition.held": "group_id, topic, partition, offset, reason",
     "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
+    "swarm.supervisor.started": "pid, nodes (count)",
+    "swarm.supervisor.stopping": "signal",
+    "swarm.supervisor.stopped": "code, node_codes ({node: exit code})",
+    "swarm.node.started": "node, pid, restarts",
+    "swarm.node.terminating": "node, pid, reason (why it was found unhealthy)",
+    "swarm.node.killing": "node, pid",
+    "swarm.node.exited": "node, pid, code, restart_in (seconds), or node and error when it could not fork",
+    "swarm.node.orphaned": "node, pid (in the node: its supervisor is gone)",
+    "swarm.node.stopped": "node, pid, server_code, code (in the node: exiting because orphaned)",
 }
 
 Subscriber = Callable[[str, dict[str, Any]], None]

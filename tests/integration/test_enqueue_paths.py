@@ -14,7 +14,7 @@ import pytest
 import redis
 from celery import Celery
 
-from kbridge.backends import ledger, redis_pipeline
+from kbridge.backends.celery import ledger, redis_pipeline
 from kbridge.interchange import to_wire
 from kbridge.params import Params
 from kbridge.testing import processes

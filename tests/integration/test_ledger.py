@@ -10,8 +10,8 @@ import pytest
 import redis
 from celery import Celery
 
-from kbridge.backends import ledger
-from kbridge.backends.redis_pipeline import RedisPipelinePublisher
+from kbridge.backends.celery import ledger
+from kbridge.backends.celery.redis_pipeline import RedisPipelinePublisher
 from kbridge.interchange import to_wire
 from kbridge.params import Params
 from kbridge.testing.services import RedisService

@@ -14,7 +14,7 @@ from kbridge.contrib.flask import AppContextHook
 from kbridge.errors import ConfigError, KBridgeError
 from kbridge.interchange import to_wire
 from kbridge.params import Params
-from kbridge.worker import TASK_NAME
+from kbridge.backends.celery.task import TASK_NAME
 
 KAFKA = {"bootstrap_servers": "x:1"}
 

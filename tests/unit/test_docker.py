@@ -28,7 +28,7 @@ from kbridge import KBridge
 from kbridge.cli import main as kbridge_cli
 from kbridge.loader import load_app
 from kbridge.topics import routed_topics
-from kbridge.worker import HARD_LIMIT_GRACE
+from kbridge.backends.celery.task import HARD_LIMIT_GRACE
 
 from .cli_check import parse
 

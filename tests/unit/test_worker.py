@@ -9,7 +9,7 @@ from kbridge import BaseConsumer, KBridge
 from kbridge.errors import DeserializationError, UnknownRouteError
 from kbridge.interchange import to_wire
 from kbridge.params import Params
-from kbridge.worker import TASK_NAME
+from kbridge.backends.celery.task import TASK_NAME
 
 KAFKA = {"bootstrap_servers": "x:1"}
 

@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_shutdown
 
-from .backends import ledger
-from .dlq import Failure
-from .errors import UnknownRouteError, WireError
-from .interchange import from_wire
-from .params import ParamsBatch
-from .perform import DeadLetterPending, Job, PerformRunner, Retry, backoff, build_runner
+from . import ledger
+from ...dlq import Failure
+from ...errors import UnknownRouteError, WireError
+from ...interchange import from_wire
+from ...params import ParamsBatch
+from ...perform import DeadLetterPending, Job, PerformRunner, Retry, backoff, build_runner
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .app import KBridge
-    from .routing.topic import Topic
+    from ...app import KBridge
+    from ...routing.topic import Topic
 
 TASK_NAME = "kbridge.perform"
 HARD_LIMIT_GRACE = 10.0  # seconds between the soft limit (after_failure runs) and the hard kill

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EnqueueError
-from ..interchange import to_wire
-from ..params import Params
-from ..routing.topic import Topic
-from ..worker import HARD_LIMIT_GRACE, TASK_NAME
+from ...errors import EnqueueError
+from ...interchange import to_wire
+from ...params import Params
+from ...routing.topic import Topic
+from .task import HARD_LIMIT_GRACE, TASK_NAME
 from . import redis_pipeline
 
 if TYPE_CHECKING:
