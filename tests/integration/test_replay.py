@@ -78,6 +78,15 @@ class Run:
         return [r.value for r in read_topic(self.bootstrap, topic, expect, timeout)]
 
 
+def assert_no_crash(out: str) -> None:
+    """No uncaught exception: its traceback would run through kbridge/__main__.py.
+
+    (kafka-python 3.0.12 itself sometimes logs a traceback at ERROR when a client closes its
+    connections, "Error receiving network data closing socket"; that is its log, not a crash.)
+    """
+    assert "kbridge/__main__.py" not in out, out
+
+
 @pytest.fixture(scope="module")
 def run(kbridge_kafka: KafkaService) -> Iterator[Run]:
     yield Run(uuid.uuid4().hex[:8], kbridge_kafka)
@@ -99,7 +108,7 @@ def test_replay_writes_only_to_routed_topics_and_skips_the_rest_once(run: Run) -
     assert code == 3, out  # done, with letters skipped
     assert f"replayed 1 message(s) from {dlq} ({run.orders}: 1); skipped 6" in out
     assert "2 illegal topic name, 2 internal Kafka topic, 1 no origin header, 1 not routed by this app" in out
-    assert "Traceback" not in out
+    assert_no_crash(out)
     for offset, why in [(0, "internal to Kafka"), (1, "internal to Kafka"), (2, "is not a topic this app routes"),
                         (3, "is invalid"), (4, "is not UTF-8"), (5, "has no kbridge-origin-topic header")]:
         assert any(f"skipped dead letter {dlq}-0@{offset}: " in line and why in line for line in out.splitlines()), \
@@ -143,7 +152,7 @@ def test_replay_to_refuses_internal_illegal_and_its_own_topic(run: Run, to: str,
     code, out = run.replay(dlq, "--to", to.format(dlq=dlq), timeout=60)
     assert code == 1, out
     assert "Error: refusing to replay: --to topic" in out and why in out
-    assert "Traceback" not in out
+    assert_no_crash(out)
 
 
 def test_replay_to_a_missing_topic_stops_before_reading(run: Run) -> None:
@@ -194,4 +203,4 @@ def test_interrupted_replay_prints_its_counts_and_keeps_its_progress(run: Run) -
     out = cmd.log()
     assert code == 130, out
     assert f"interrupted: replayed 3 message(s) from {dlq} ({run.orders}: 3); skipped 1" in out
-    assert "Traceback" not in out
+    assert_no_crash(out)
