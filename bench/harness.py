@@ -19,6 +19,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 
 from kbridge import KBridge
 from kbridge.listener.processor import GroupProcessor
+from kbridge.runtime import Runtime
 from kbridge.testing import processes
 from kbridge.testing.kafka import create_topics, wait_until
 from kbridge.testing.services import KafkaService, RedisService, kafka_service, redis_service
@@ -199,7 +200,7 @@ class TimedProcessor(GroupProcessor):
     def __init__(self, app: KBridge, group_name: str, stop: threading.Event, ends: Ends) -> None:
         if not hasattr(GroupProcessor, "_connect"):
             raise RuntimeError("GroupProcessor._connect is gone; update bench.harness.TimedProcessor to time the join")
-        super().__init__(app, app.routes.select([group_name])[0], stop)
+        super().__init__(Runtime.of(app), app.routes.select([group_name])[0], stop)
         self.ends = {f"{tp.topic}-{tp.partition}": end for tp, end in ends.items()}
         self.assigned_at: float | None = None
         self.committed_at: float | None = None
@@ -281,7 +282,7 @@ def in_process_listener(bench: Bench, kb: KBridge, group: str, ends: Ends, name:
     finally:
         stop.set()
         thread.join(60)
-        kb.dead_letters.close()
+        processor.runtime.close()
 
 
 def wait_done(processor: TimedProcessor, timeout: float, what: str, stall: float = 60.0) -> None:

@@ -26,7 +26,8 @@ from celery import Celery
 
 from kbridge import KBridge
 from kbridge.params import Params
-from kbridge.routing import Topic
+from kbridge.routing import Route
+from kbridge.runtime import Runtime
 
 from .app import BARE_ACKS_LATE_TASK, BARE_TASK, build
 from .config import done_key
@@ -40,7 +41,9 @@ BARE_SIDES = {"bare": BARE_TASK, "bare_acks_late": BARE_ACKS_LATE_TASK}
 Filler = Callable[[int, int], None]
 
 
-def _kbridge_filler(kb: KBridge, route: Topic, parts: int) -> Filler:
+def _kbridge_filler(kb: KBridge, route: Route, parts: int) -> Filler:
+    backend = Runtime.of(kb).backend(route.backend)
+
     def fill(start: int, n: int) -> None:
         """kbridge's own enqueue path (the listener's), one task per message."""
         now_ms = time.time() * 1000.0
@@ -49,7 +52,7 @@ def _kbridge_filler(kb: KBridge, route: Topic, parts: int) -> Filler:
                    timestamp_ms=now_ms, receive_time_ms=now_ms, deserializer=route.deserializer)
             for i in range(start, start + n)
         ]
-        kb.backend(route.backend).enqueue(route, messages)
+        backend.enqueue(route, messages)
     return fill
 
 

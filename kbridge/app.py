@@ -1,20 +1,25 @@
-"""KBridge: settings, routing and the Celery binding of one application."""
+"""KBridge: the declarative app. Settings, the route table, the monitor's subscriptions and perform hooks.
+
+Creating one, or importing the module that does, opens no connection and starts
+nothing. The only thing it does beyond recording declarations is what an unmodified
+`celery -A proj worker` needs: the celery backend registers its task on the given
+Celery app. Whatever moves messages (the listener, a worker process, TestClient)
+builds its own kbridge.runtime.Runtime from the app.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .backends import Backend
-from .backends.inline import InlineBackend
+from . import integrations
+from .backends import registry
 from .config import Settings
-from .dlq import DeadLetters
 from .errors import ConfigError, KBridgeError
-from .instrumentation import Monitor, celery_signals
-from .perform import PerformHook, build_runner
+from .instrumentation import Monitor
+from .perform import PerformHook
 from .producer import Delivery, Headers, Producer, Serializer, register_app
-from .routing import Builder, ConsumerGroup, Topic
+from .routing import ConsumerGroup, Route, RouteTable
 from .routing.names import name_problem
-from .backends.celery.task import register_task
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -51,11 +56,9 @@ class KBridge:
             if v is not None
         }
         self._settings: Settings | None = None
-        self._dead_letters: DeadLetters | None = None
         self._producer: Producer | None = None
-        self._routes: Builder | None = None
+        self._routes: RouteTable | None = None
         self._routes_have_celery = celery is not None
-        self._backends: dict[str, Backend] = {}
         self._task_celery: Celery | None = None
         # Context managers around every perform(), in the worker and inline; framework
         # integrations add theirs (an app context, database connection hygiene).
@@ -95,15 +98,11 @@ class KBridge:
         if found:
             raise ConfigError(found)
         assert settings is not None
-        if self._dead_letters is not None:
-            self._dead_letters.close()
         self._settings = settings
-        self._dead_letters = DeadLetters(settings, self.monitor)
         if self._producer is not None:
             self._producer.close()
         self._producer = Producer(settings, self.monitor)
         register_app(self)  # the default app of kbridge.produce() (see kbridge.producer)
-        self._backends.clear()
         if self._routes is None or not self._routes.groups:
             self._routes = self._new_builder(settings.client_id, celery)
         if celery is not None and celery is not self._task_celery:
@@ -111,14 +110,24 @@ class KBridge:
         self.celery = celery
 
     def _register(self, celery: Celery) -> None:
-        # Registered at import time, so an unmodified `celery -A proj worker` runs kbridge tasks.
-        self.perform_task = register_task(celery, self)
-        celery_signals.connect(celery, self)  # worker lifecycle events; metrics_port served by the worker
+        self.celery = celery
+        plugin = registry.find("celery")
+        assert plugin is not None
+        plugin.bind(self)
         self._task_celery = celery
 
-    def _new_builder(self, client_id: str, celery: Celery | None) -> Builder:
+    @property
+    def perform_task(self) -> Any:
+        """The registered kbridge.perform task of this app's Celery app."""
+        from .backends.celery.task import TASK_NAME
+
+        if self._task_celery is None:
+            raise KBridgeError(f"{self!r} has no Celery app: give KBridge(celery=...)")
+        return self._task_celery.tasks[TASK_NAME]
+
+    def _new_builder(self, client_id: str, celery: Celery | None) -> RouteTable:
         self._routes_have_celery = celery is not None
-        return Builder(
+        return RouteTable(
             client_id,
             default_backend="celery" if celery is not None else "inline",
             has_celery=celery is not None,
@@ -142,10 +151,12 @@ class KBridge:
         return problems
 
     def init_app(self, app: Flask) -> None:
-        """Complete this app from a Flask app's KBRIDGE_* config and bind to it (see kbridge.contrib.flask)."""
-        from .contrib.flask import init_app
+        """Complete this app from a web framework's app and bind to it, e.g. a Flask app's KBRIDGE_* config.
 
-        init_app(self, app)
+        The integration is found by the framework's name among the installed `kbridge.integrations`
+        entry points (kbridge.contrib.flask for Flask), so core never imports one.
+        """
+        integrations.bind(self, app)
 
     @property
     def configured(self) -> bool:
@@ -158,23 +169,13 @@ class KBridge:
         return self._settings
 
     @property
-    def routes(self) -> Builder:
+    def routes(self) -> RouteTable:
         if self._routes is None:
             raise ConfigError([
                 "routes cannot be declared before the client_id is known (group ids are '<client_id>_<group>'): "
                 "pass client_id= to KBridge(...), or declare routes after init_app()"
             ])
         return self._routes
-
-    @property
-    def dead_letters(self) -> DeadLetters:
-        if self._dead_letters is None:
-            raise KBridgeError(f"{self!r} is not configured yet: {_COMPLETE_HINT}")
-        return self._dead_letters
-
-    @dead_letters.setter
-    def dead_letters(self, value: DeadLetters) -> None:
-        self._dead_letters = value
 
     @property
     def producer(self) -> Producer:
@@ -230,23 +231,9 @@ class KBridge:
     def consumer_group(self, name: str) -> ConsumerGroup:
         return self.routes.consumer_group(name)
 
-    def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Topic:
+    def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Route:
         """Shorthand: a consumer group named after the topic, holding just that topic."""
         return self.routes.topic_group(name, consumer, options)
-
-    def backend(self, name: str) -> Backend:
-        """One backend instance per kind, built on first use in the process that uses it."""
-        if name not in self._backends:
-            if name == "celery":
-                from .backends.celery.publisher import CeleryBackend
-
-                assert self.celery is not None  # checked when the route was built
-                self._backends[name] = CeleryBackend(self.celery, self.settings.redelivery_after)
-            else:
-                runner = build_runner(self.dead_letters, monitor=self.monitor, hooks=self.perform_hooks,
-                                      enforce_timeout=True)
-                self._backends[name] = InlineBackend(runner)
-        return self._backends[name]
 
     def __repr__(self) -> str:
         if self._routes is None:

@@ -27,7 +27,7 @@ from .params import ParamsBatch
 
 if TYPE_CHECKING:
     from .consumer import BaseConsumer
-    from .routing.topic import Topic
+    from .routing.route import Route
 
 log = logging.getLogger("kbridge.callbacks")
 
@@ -79,20 +79,20 @@ def collect(cls: type) -> dict[str, tuple[str, ...]]:
     return {kind: tuple(names) for kind, names in found.items() if names}
 
 
-def declares(route: Topic, kind: str) -> bool:
+def declares(route: Route, kind: str) -> bool:
     return bool(route.consumer._callbacks.get(kind))
 
 
-def per_consumer_class(routes: Iterable[Topic], kind: str) -> list[Topic]:
+def per_consumer_class(routes: Iterable[Route], kind: str) -> list[Route]:
     """The first route of each consumer class that declares kind: group-wide callbacks run once per class."""
-    chosen: dict[type[BaseConsumer], Topic] = {}
+    chosen: dict[type[BaseConsumer], Route] = {}
     for route in routes:
         if declares(route, kind) and route.consumer not in chosen:
             chosen[route.consumer] = route
     return list(chosen.values())
 
 
-def fire(kind: str, route: Topic, batch: ParamsBatch | None = None) -> list[Exception]:
+def fire(kind: str, route: Route, batch: ParamsBatch | None = None) -> list[Exception]:
     """Run route's callbacks of one kind on a fresh consumer; return (and log) what they raised, never raise."""
     names = route.consumer._callbacks.get(kind, ())
     if not names:
@@ -114,7 +114,7 @@ def fire(kind: str, route: Topic, batch: ParamsBatch | None = None) -> list[Exce
     return errors
 
 
-def fire_all(kind: str, routes: Iterable[Topic]) -> list[Exception]:
+def fire_all(kind: str, routes: Iterable[Route]) -> list[Exception]:
     """fire() for each route given, typically per_consumer_class(...)'s choice."""
     errors: list[Exception] = []
     for route in routes:

@@ -126,7 +126,7 @@ def listen(
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .instrumentation.wiring import instrument_listener
-    from .listener import Server
+    from .listener import listener_process
 
     app = _load(app_spec)
     groups = _groups(app, consumer_groups)
@@ -143,7 +143,7 @@ def listen(
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        code = Server(app, groups).run()
+        code = listener_process(app, groups).run()
     finally:
         served.close()
     sys.exit(code)

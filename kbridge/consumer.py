@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from .producer import Delivery
-    from .routing.topic import Topic
+    from .routing.route import Route
 
 _FILTER_MARK = "__kbridge_before_enqueue__"
 
@@ -62,7 +62,7 @@ class BaseConsumer:
         cls._filters = tuple(names)
         cls._callbacks = callbacks.collect(cls)
 
-    def __init__(self, topic: Topic, params_batch: ParamsBatch) -> None:
+    def __init__(self, topic: Route, params_batch: ParamsBatch) -> None:
         self.topic = topic
         self.params_batch = params_batch
         self.marked: list[Params] = []  # what this run passed to mark_as_consumed(), in call order

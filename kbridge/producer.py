@@ -5,7 +5,7 @@
   fork, never sharing the parent's sockets and sender thread.
 - Payloads are serialized with JSON unless a serializer is given; bytes pass through
   untouched and None is sent as a null value (a tombstone on a compacted topic).
-- Topic names are logical: the app's topic mapper turns them into Kafka names.
+- Route names are logical: the app's topic mapper turns them into Kafka names.
 - Every failure reaches the caller as a ProduceError naming the topic and the cause:
   raised by produce(), or set on the future of produce_async().
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .app import KBridge
     from .config import Settings
     from .instrumentation import Monitor
-    from .routing.topic import Topic
+    from .routing.route import Route
 
 log = logging.getLogger("kbridge.producer")
 
@@ -321,7 +321,7 @@ def current_app() -> KBridge:
     return app
 
 
-def app_for(route: Topic) -> KBridge:
+def app_for(route: Route) -> KBridge:
     """The configured app that routes this very route object, else the default app.
 
     So a consumer's respond_with() uses the producer and topic mapper of the app that routed

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import KBridge
-from .routing import Topic
+from .routing import Route
 
 NONE = "-"
 PIPE_WIDTH = 1000  # columns when not writing to a terminal
@@ -63,11 +63,11 @@ def seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def consumer_name(route: Topic) -> str:
+def consumer_name(route: Route) -> str:
     return f"{route.consumer.__module__}.{route.consumer.__qualname__}"
 
 
-def queue_name(app: KBridge, route: Topic) -> str:
+def queue_name(app: KBridge, route: Route) -> str:
     """The queue the listener really publishes to: the topic's own, else the Celery app's default."""
     if route.backend != "celery":
         return NONE

@@ -9,12 +9,17 @@ only retries the dead letter.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EnqueueError, KBridgeError
 from ..params import Params, ParamsBatch
 from ..perform import DeadLetterPending, Job, PerformRunner, Retry
-from ..routing.topic import Topic
+from ..routing.route import Route
+
+if TYPE_CHECKING:
+    from ..app import KBridge
+    from ..runtime import Runtime
 
 
 class DeadLetterNotTaken(KBridgeError):
@@ -38,7 +43,7 @@ class InlineBackend:
         # (topic, partition, first offset) -> the unit's offsets and its pending dead letter
         self._pending: dict[tuple[str, int, int], tuple[list[int], DeadLetterPending]] = {}
 
-    def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
+    def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
         """One run per message (or per batch of at most max_batch_size); a run that could not even be
         dead-lettered stops here."""
         done = 0
@@ -68,3 +73,27 @@ class InlineBackend:
         except DeadLetterNotTaken as exc:
             self._pending[key] = (offsets, exc.pending)
             raise
+
+    def housekeeping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class InlinePlugin:
+    name = "inline"
+    performs_in_listener = True
+
+    def route_problems(self, options: Mapping[str, Any], has_celery: bool) -> list[str]:
+        return []
+
+    def bind(self, app: KBridge) -> None:
+        return None  # nothing runs anywhere else
+
+    def build(self, runtime: Runtime) -> InlineBackend:
+        # The listener's thread runs perform(); nothing else would enforce the topic's timeout.
+        return InlineBackend(runtime.runner(enforce_timeout=True))
+
+
+PLUGIN = InlinePlugin()

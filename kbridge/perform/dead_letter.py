@@ -7,7 +7,7 @@ took, so only the dead-letter step is tried again, never perform().
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..dlq import Failure
 from ..params import Params
@@ -22,6 +22,9 @@ class DeadLetterSink(Protocol):
 
     def send(self, topic: str, params: Params, error: BaseException | Failure, attempts: int,
              group_id: str) -> None: ...
+
+    def send_unroutable(self, body: dict[str, Any], error: BaseException | Failure, task_id: str | None) -> str:
+        """A task that cannot be trusted, whole, to '<client_id>.unroutable'; where it went."""
 
 
 class DeadLetterStage(Stage):

@@ -15,12 +15,12 @@ from ..params import ParamsBatch
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
-    from ..routing.topic import Topic
+    from ..routing.route import Route
 
 
 @dataclass
 class Job:
-    route: Topic
+    route: Route
     batch: ParamsBatch
     attempt: int = 1  # 1-based: the perform() run this is
     consumer: BaseConsumer | None = field(default=None, compare=False)  # the instance of this attempt

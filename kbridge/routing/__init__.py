@@ -1,7 +1,7 @@
 """Routing: which consumer class handles which topic, grouped into Kafka consumer groups."""
 
-from .builder import Builder
 from .consumer_group import ConsumerGroup
-from .topic import Topic
+from .route import Route
+from .table import RouteTable
 
-__all__ = ["Builder", "ConsumerGroup", "Topic"]
+__all__ = ["ConsumerGroup", "Route", "RouteTable"]

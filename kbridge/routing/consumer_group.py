@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .topic import Topic, build_topic
+from .route import Route, build_route
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
@@ -20,27 +20,27 @@ class ConsumerGroup:
         *,
         default_backend: str,
         has_celery: bool,
-        on_route: Callable[[Topic], None] | None = None,
+        on_route: Callable[[Route], None] | None = None,
     ) -> None:
         self.name = name
         self.id = f"{client_id}_{name}"
-        self.topics: dict[str, Topic] = {}
+        self.topics: dict[str, Route] = {}
         self._default_backend = default_backend
         self._has_celery = has_celery
         self._on_route = on_route
 
-    def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Topic:
+    def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Route:
         """Route name to consumer; every problem of the call (a second route of name included) is raised at once."""
         return self.add(name, consumer, options)
 
     def add(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any],
-            problems: list[str] | None = None) -> Topic:
+            problems: list[str] | None = None) -> Route:
         """topic() with options as a dict; problems: the caller's own findings, raised with these in one ConfigError."""
         found = list(problems or [])
         if name in self.topics:
             found.append(f"topic {name!r} is routed twice in consumer group {self.name!r}; route it once")
         try:
-            route = build_topic(
+            route = build_route(
                 name,
                 group_name=self.name,
                 group_id=self.id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 
-from ..listener.server import EXIT_FAILED, EXIT_OK, EXIT_SHUTDOWN_TIMEOUT
+from ..listener.process import EXIT_FAILED, EXIT_OK, EXIT_SHUTDOWN_TIMEOUT
 
 EXIT_ORPHANED = 3  # as Karafka's swarm orphaned_exit_code
 
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 # Signals the supervisor turns into a graceful stop of every node. It forwards none of
-# them as such: each node gets exactly one SIGTERM (its Server treats a second signal as
+# them as such: each node gets exactly one SIGTERM (its ListenerProcess treats a second signal as
 # "exit now"), and nodes run in their own process group, so a terminal's Ctrl-C or Ctrl-\
 # reaches the supervisor only.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)

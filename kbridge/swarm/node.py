@@ -1,6 +1,6 @@
 """The node side of a swarm: what a forked child does, from the fork to os._exit.
 
-A node is an ordinary listener (Server, one GroupProcessor thread per group) plus
+A node is an ordinary listener (ListenerProcess, one GroupProcessor thread per group) plus
 a reporter thread. The node builds every Kafka consumer, dead-letter producer and
 Celery/Redis connection itself, after the fork: kafka-python clients and socket
 pools do not survive fork(), which is why the supervisor refuses to fork an app
@@ -8,8 +8,8 @@ that already created one (fork_safety_problems).
 
 The reporter writes a health report to the supervisor's pipe every second. When
 the supervisor is gone (the pipe is broken, or our parent changed) the node is an
-orphan: it stops its Server gracefully, committing what is safe and leaving its
-groups, and exits with EXIT_ORPHANED (3), whatever the Server returned.
+orphan: it stops its ListenerProcess gracefully, committing what is safe and leaving its
+groups, and exits with EXIT_ORPHANED (3), whatever the ListenerProcess returned.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from ..routing import ConsumerGroup
 
 
-class NodeServer(Protocol):
-    """What a node runs: kbridge.listener.Server, or a stand-in in tests."""
+class NodeListener(Protocol):
+    """What a node runs: kbridge.listener.ListenerProcess, or a stand-in in tests."""
 
     stop: threading.Event
 
@@ -46,8 +46,8 @@ class NodeServer(Protocol):
     def run(self) -> int: ...
 
 
-ServerFactory = Callable[["KBridge", "list[ConsumerGroup]"], NodeServer]
-# Called in each node after the fork, before its Server exists: per-node instrumentation
+ListenerFactory = Callable[["KBridge", "list[ConsumerGroup]"], NodeListener]
+# Called in each node after the fork, before its ListenerProcess exists: per-node instrumentation
 # (a metrics or health server on a port of its own, say) belongs here, never in the supervisor.
 NodeSetup = Callable[["KBridge", int], object]
 
@@ -60,27 +60,25 @@ class NodeSpec:
 
 
 def fork_safety_problems(app: KBridge) -> list[str]:
-    """Connections the app already holds: a forked node would share their sockets with its siblings."""
-    problems = []
-    if app._backends:
-        problems.append(
-            f"backend(s) {', '.join(sorted(app._backends))} already built in the supervisor; "
-            "do not call app.backend() (or enqueue) before kbridge.swarm.run()"
-        )
-    if app._dead_letters is not None and app._dead_letters._producer is not None:
-        problems.append("a dead-letter KafkaProducer already exists in the supervisor; do not dead-letter before "
-                        "kbridge.swarm.run()")
-    return problems
+    """Connections the app already holds: a forked node would share their sockets with its siblings.
+
+    Backends and dead-letter producers belong to a runtime, which each node builds after the fork;
+    the app itself holds only its producer for app.produce().
+    """
+    if app.configured and app.producer.created:
+        return ["the app's KafkaProducer already exists in the supervisor; do not call app.produce() "
+                "(or a responder) before kbridge.swarm.run()"]
+    return []
 
 
 def main(
-    app: KBridge, groups: list[ConsumerGroup], spec: NodeSpec, server_factory: ServerFactory,
+    app: KBridge, groups: list[ConsumerGroup], spec: NodeSpec, listener_factory: ListenerFactory,
     setup: NodeSetup | None = None,
 ) -> int:
     """Run one node until it is stopped; the exit code. Called in the child right after fork()."""
-    # Replace the supervisor's handlers at once. Until Server.run() installs its own, a stop
+    # Replace the supervisor's handlers at once. Until ListenerProcess.run() installs its own, a stop
     # signal is remembered and honoured: a node told to stop as it starts exits 0, not -15.
-    servers: list[NodeServer] = []
+    servers: list[NodeListener] = []
     early: list[int] = []
 
     def stop_early(signum: int, frame: object) -> None:
@@ -99,7 +97,7 @@ def main(
     os.set_blocking(spec.report_fd, False)
     if setup is not None:
         setup(app, spec.index)
-    server = server_factory(app, groups)
+    server = listener_factory(app, groups)
     servers.append(server)
     if early:
         server.stop.set()
@@ -120,7 +118,7 @@ def main(
 class Reporter(threading.Thread):
     """Every REPORT_INTERVAL: write a Report to the supervisor, or notice that it is gone."""
 
-    def __init__(self, server: NodeServer, spec: NodeSpec, monitor: Monitor | None = None) -> None:
+    def __init__(self, server: NodeListener, spec: NodeSpec, monitor: Monitor | None = None) -> None:
         super().__init__(daemon=True, name=f"kbridge-swarm-report-{spec.index}")
         self.server = server
         self.spec = spec

@@ -7,7 +7,7 @@ broker, so forking stays safe: every node builds its own clients (node.py).
 - A node that dies is restarted after RESTART_DELAY, doubled for each further
   consecutive death within QUICK_DEATH of its start (a crash loop), up to MAX_RESTART_DELAY.
 - A node that is unhealthy (health.verdict: silent, over its memory cap, poll loop
-  stalled) gets one SIGTERM; its Server commits what is safe and leaves its groups.
+  stalled) gets one SIGTERM; its ListenerProcess commits what is safe and leaves its groups.
   Past shutdown_timeout + KILL_GRACE it gets SIGKILL. Once it is gone it is restarted.
 - SIGTERM, SIGINT or SIGQUIT: one SIGTERM to every node, the same deadline, then exit
   (codes.py). A second signal kills every node at once and exits with 2.
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..listener.server import Server
+from ..listener.process import listener_process
 from . import events, node
 from .codes import EXIT_FAILED, EXIT_OK, EXIT_SHUTDOWN_TIMEOUT, KILL_GRACE, NODE_STOP_SIGNAL
 from .events import set_title
@@ -70,14 +70,14 @@ class Slot:
 
 class Supervisor:
     def __init__(
-        self, app: KBridge, groups: list[ConsumerGroup], nodes: int, server_factory: node.ServerFactory = Server,
-        node_setup: node.NodeSetup | None = None,
+        self, app: KBridge, groups: list[ConsumerGroup], nodes: int,
+        listener_factory: node.ListenerFactory = listener_process, node_setup: node.NodeSetup | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a swarm needs at least one node, got {nodes}")
         self.app = app
         self.groups = groups
-        self.server_factory = server_factory
+        self.listener_factory = listener_factory
         self.node_setup = node_setup
         self.slots = [Slot(i + 1) for i in range(nodes)]
         self.limits = Limits.from_settings(app.settings)
@@ -186,7 +186,7 @@ class Supervisor:
             slot.killed = True
 
     def _terminate(self, slot: Slot, reason: str, quiet: bool = False) -> None:
-        """Exactly one SIGTERM per node process: a node's Server takes a second signal as 'exit now'."""
+        """Exactly one SIGTERM per node process: a node's ListenerProcess takes a second signal as 'exit now'."""
         assert slot.handle is not None
         if not quiet:
             self._emit("swarm.node.terminating",
@@ -286,7 +286,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             code = node.main(self.app, self.groups, node.NodeSpec(slot.index, write_fd, self.pid),
-                             self.server_factory, self.node_setup)
+                             self.listener_factory, self.node_setup)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
         except BaseException:

@@ -41,7 +41,7 @@ from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, Retry, Stag
 
 if TYPE_CHECKING:
     from ..app import KBridge
-    from ..routing.topic import Topic
+    from ..routing.route import Route
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Run:
 class Result:
     """What one publish did. Lists keep offset order."""
 
-    route: Topic
+    route: Route
     messages: list[Params]
     performed: list[Params] = field(default_factory=list)  # their perform() run completed
     filtered: list[Params] = field(default_factory=list)  # a before_enqueue filter returned falsy
@@ -173,7 +173,7 @@ class TestClient:
         route = self.route(topic, group)
         return self._committed.get((route.group_id, route.name, partition))
 
-    def route(self, topic: str, group: str | None = None) -> Topic:
+    def route(self, topic: str, group: str | None = None) -> Route:
         found = [r for r in self.app.routes if r.name == topic and (group is None or r.group_name == group)]
         if len(found) == 1:
             return found[0]
@@ -187,7 +187,7 @@ class TestClient:
     # -- the listener's part -------------------------------------------------------------------
 
     def _message(
-        self, route: Topic, raw: bytes | None, key: bytes | str | None, headers: dict[str, bytes | None] | None,
+        self, route: Route, raw: bytes | None, key: bytes | str | None, headers: dict[str, bytes | None] | None,
         partition: int,
     ) -> Params:
         offset = self._next_offset.get((route.name, partition), 0)
@@ -199,10 +199,10 @@ class TestClient:
             timestamp_ms=now_ms, receive_time_ms=now_ms, deserializer=route.deserializer,
         )
 
-    def _group_routes(self, route: Topic) -> list[Topic]:
+    def _group_routes(self, route: Route) -> list[Route]:
         return list(self.app.routes.groups[route.group_name].topics.values())
 
-    def _accepts(self, route: Topic, message: Params, result: Result) -> bool:
+    def _accepts(self, route: Route, message: Params, result: Result) -> bool:
         """The listener's filter step: falsy filters, and raising ones dead-letter at once (attempts 1)."""
         try:
             accepted = route.consumer(route, ParamsBatch([message])).run_filters()
@@ -213,7 +213,7 @@ class TestClient:
             result.filtered.append(message)
         return accepted
 
-    def _commit(self, route: Topic, partition: int, messages: list[Params], marked: list[Params]) -> int | None:
+    def _commit(self, route: Route, partition: int, messages: list[Params], marked: list[Params]) -> int | None:
         """Everything handled is committed; on a manual topic only up to the highest mark (Karafka-style)."""
         key = (route.group_id, route.name, partition)
         if route.automatically_mark_as_consumed:
@@ -227,14 +227,14 @@ class TestClient:
     # -- the worker's part ---------------------------------------------------------------------
 
     @staticmethod
-    def _over_the_wire(route: Topic, unit: Sequence[Params]) -> Sequence[Params]:
+    def _over_the_wire(route: Route, unit: Sequence[Params]) -> Sequence[Params]:
         """Celery routes: through the JSON task format, so perform() sees what a worker would."""
         if route.backend != "celery":
             return unit
         wire = json.loads(json.dumps([to_wire(p) for p in unit]))
         return [from_wire(m, route.deserializer) for m in wire]
 
-    def _perform(self, route: Topic, batch: ParamsBatch, result: Result) -> None:
+    def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
         recorder = _AttemptRecorder()
         sink = _CapturingSink(self, result)
@@ -247,7 +247,7 @@ class TestClient:
             result.performed.extend(batch)
 
     def _dead_letter(
-        self, route: Topic, params: Params, error: BaseException | Failure, attempts: int, result: Result,
+        self, route: Route, params: Params, error: BaseException | Failure, attempts: int, result: Result,
         topic: str | None = None,
     ) -> None:
         letter = DeadLetter(
@@ -284,6 +284,9 @@ class _CapturingSink:
     def send(self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str) -> None:
         route = self.result.route
         self.client._dead_letter(route, params, error, attempts, self.result, topic)
+
+    def send_unroutable(self, body: dict[str, Any], error: BaseException | Failure, task_id: str | None) -> str:
+        raise KBridgeError(f"TestClient sends no task, so none is refused: {error}")
 
 
 class _AtOnce:

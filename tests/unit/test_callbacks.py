@@ -28,6 +28,7 @@ from kbridge import (
 from kbridge.callbacks import collect
 from kbridge.listener.processor import GroupProcessor
 from kbridge.params import Params, ParamsBatch
+from kbridge.runtime import Runtime
 
 Record = namedtuple("Record", "topic partition offset key value headers timestamp")
 
@@ -68,8 +69,8 @@ class FakeKafkaConsumer:
         self.closed = True
 
 
-def processor(app: KBridge, group: str) -> tuple[GroupProcessor, FakeKafkaConsumer]:
-    proc = GroupProcessor(app, app.routes.groups[group], threading.Event())
+def processor(app: KBridge, group: str, dead_letters: Any = None) -> tuple[GroupProcessor, FakeKafkaConsumer]:
+    proc = GroupProcessor(Runtime.of(app, dead_letters), app.routes.groups[group], threading.Event())
     fake = FakeKafkaConsumer()
     proc.consumer = fake  # type: ignore[assignment]
     return proc, fake
@@ -281,9 +282,8 @@ def test_a_failed_capped_handover_holds_from_its_first_message() -> None:
 
     consumer = type("C", (FailsAtFour,), {"runs": []})
     app = new_app()
-    app.dead_letters = Dead()  # type: ignore[assignment]
     app.topic("a", consumer=consumer, batch_consuming=True, max_batch_size=3, max_retries=0)
-    proc, fake = processor(app, "a")
+    proc, fake = processor(app, "a", Dead())
     proc._backoff = lambda attempts: 60.0  # type: ignore[method-assign]
     fake.feed(TopicPartition("a", 0), [{}] * 8)
     proc.tick()

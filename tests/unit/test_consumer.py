@@ -7,14 +7,14 @@ import pytest
 from kbridge import BaseConsumer, KBridge, before_enqueue
 from kbridge.errors import KBridgeError
 from kbridge.params import Params, ParamsBatch
-from kbridge.routing import Topic
+from kbridge.routing import Route
 
 
 def batch(n: int) -> ParamsBatch:
     return ParamsBatch([Params(topic="t", partition=0, offset=o, raw_payload=b"{}") for o in range(n)])
 
 
-def route(consumer: type[BaseConsumer], **options: Any) -> Topic:
+def route(consumer: type[BaseConsumer], **options: Any) -> Route:
     app = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"})
     return app.topic("t", consumer=consumer, **options)
 

@@ -23,6 +23,7 @@ from kbridge.contrib.django.conf import read
 from kbridge.errors import ConfigError
 from kbridge.params import Params, ParamsBatch
 from kbridge.perform import ContextStage, Job, PerformRunner, ReentrancyStage
+from kbridge.runtime import Runtime
 
 UNIT_APP = "kbridge_django_unit_app"
 CONSUMERS = '''
@@ -170,7 +171,7 @@ def test_the_app_is_built_once_with_the_routes_of_consumers_modules(project: Any
 def test_the_db_hook_is_wired_for_the_worker_and_inline(project: Any) -> None:
     app = get_app()
     assert close_old_connections_hook in app.perform_hooks
-    stages = app.backend("inline").runner.stages  # type: ignore[attr-defined]
+    stages = Runtime.of(app).backend("inline").runner.stages  # type: ignore[attr-defined]
     assert any(isinstance(s, ContextStage) and s.hooks is app.perform_hooks for s in stages)
 
 
@@ -197,7 +198,7 @@ def test_a_failing_perform_still_closes_connections_after_after_failure(events: 
 def test_inline_backend_runs_the_hook(events: list[str]) -> None:
     app = get_app()
     route = app.routes.find("unit_unit-inline/unit-inline")
-    app.backend("inline").enqueue(route, list(batch()))
+    Runtime.of(app).backend("inline").enqueue(route, list(batch()))
     assert events == ["close", "perform", "close"]
 
 
@@ -207,7 +208,7 @@ def test_a_connection_used_by_perform_is_closed_after_it(project: Any) -> None:
 
     app = get_app()
     route = app.routes.find("unit_unit-inline/unit-inline")
-    app.backend("inline").enqueue(route, list(batch()))
+    Runtime.of(app).backend("inline").enqueue(route, list(batch()))
     assert connection.connection is None
 
 

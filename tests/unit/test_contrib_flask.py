@@ -10,11 +10,13 @@ from celery import Celery
 from flask import Flask, current_app, g
 
 from kbridge import BaseConsumer, KBridge
+from kbridge.backends import Backend
+from kbridge.backends.celery.task import TASK_NAME
 from kbridge.contrib.flask import AppContextHook
 from kbridge.errors import ConfigError, KBridgeError
 from kbridge.interchange import to_wire
 from kbridge.params import Params
-from kbridge.backends.celery.task import TASK_NAME
+from kbridge.runtime import Runtime
 
 KAFKA = {"bootstrap_servers": "x:1"}
 
@@ -26,9 +28,14 @@ def flask_app(name: str = "shop_web", **config: Any) -> Flask:
 
 
 class FakeDeadLetters:
+    """Stands in for the runtime's dead-letter producer; inline(app) runs the app's inline backend with it."""
+
     def __init__(self, app: KBridge) -> None:
         self.sent: list[tuple[str, BaseException]] = []
-        app.dead_letters = self  # type: ignore[assignment]
+        self.runtime = Runtime.of(app, self)  # type: ignore[arg-type]
+
+    def inline(self) -> Backend:
+        return self.runtime.backend("inline")
 
     def send(self, topic: str, params: Params, error: BaseException, attempts: int, group_id: str) -> None:
         self.sent.append((topic, error))
@@ -152,8 +159,7 @@ def test_init_app_again_rebinds_to_the_newer_flask_app() -> None:
     app.init_app(flask_app("first", KBRIDGE_KAFKA=KAFKA))
     app.init_app(flask_app("second", KBRIDGE_KAFKA={"bootstrap_servers": "y:2"}))
     assert len(app.perform_hooks) == 1 and app.settings.kafka == {"bootstrap_servers": "y:2"}
-    FakeDeadLetters(app)
-    app.backend("inline").enqueue(app.routes.find("shop_orders/orders"), [params()])
+    FakeDeadLetters(app).inline().enqueue(app.routes.find("shop_orders/orders"), [params()])
     assert consumer.seen == [("perform", "second", 1)]
 
 
@@ -170,8 +176,8 @@ def test_inline_backend_runs_perform_and_after_failure_in_a_fresh_app_context() 
     app.topic("refunds", consumer=failing, backend="inline", max_retries=0)
     dead = FakeDeadLetters(app)
 
-    app.backend("inline").enqueue(app.routes.find("shop_orders/orders"), [params(0), params(1)])
-    app.backend("inline").enqueue(app.routes.find("shop_refunds/refunds"), [params(2)])
+    dead.inline().enqueue(app.routes.find("shop_orders/orders"), [params(0), params(1)])
+    dead.inline().enqueue(app.routes.find("shop_refunds/refunds"), [params(2)])
 
     assert ok.seen == [("perform", "shop_web", 1), ("perform", "shop_web", 1)]
     assert failing.seen == [("perform", "shop_web", 1), ("after_failure", "shop_web", 1)]
@@ -195,7 +201,7 @@ def test_without_the_hook_perform_has_no_app_context() -> None:
     app = KBridge(client_id="shop", kafka=KAFKA)
     app.topic("orders", consumer=consumer, backend="inline", max_retries=0)
     dead = FakeDeadLetters(app)
-    app.backend("inline").enqueue(app.routes.find("shop_orders/orders"), [params()])
+    dead.inline().enqueue(app.routes.find("shop_orders/orders"), [params()])
     assert consumer.seen == [] and "application context" in str(dead.sent[0][1])
 
 

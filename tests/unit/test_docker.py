@@ -25,10 +25,10 @@ from celery.app.utils import find_app
 from celery.bin.celery import celery as celery_cli
 
 from kbridge import KBridge
+from kbridge.backends.celery.task import HARD_LIMIT_GRACE
 from kbridge.cli import main as kbridge_cli
 from kbridge.loader import load_app
 from kbridge.topics import routed_topics
-from kbridge.backends.celery.task import HARD_LIMIT_GRACE
 
 from .cli_check import parse
 

@@ -255,7 +255,7 @@ def test_cli_passes_the_hosts_to_the_listener(monkeypatch: pytest.MonkeyPatch) -
         raise Stop
 
     monkeypatch.setattr(wiring, "instrument_listener", fake_instrument)
-    monkeypatch.setattr(listener, "Server", object)
+    monkeypatch.setattr(listener, "ListenerProcess", object)
     app = app_with(health_port=9000)
     result = CliRunner().invoke(kbridge_cli, ["listen", "--metrics-host", "0.0.0.0", "--health-host", "::"], obj=app)
     assert isinstance(result.exception, Stop)

@@ -27,8 +27,9 @@ from kbridge.instrumentation.logging import LoggingListener
 from kbridge.instrumentation.proctitle import ProctitleListener
 from kbridge.instrumentation.prometheus import PrometheusListener
 from kbridge.lag import LIST_OFFSETS, PartitionLag
+from kbridge.listener.process import listener_process
 from kbridge.listener.processor import GroupProcessor
-from kbridge.listener.server import Server
+from kbridge.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = TopicPartition("users", 0)
@@ -183,7 +184,7 @@ def inline_app(monkeypatch: pytest.MonkeyPatch) -> tuple[KBridge, GroupProcessor
     app.topic("users", consumer=Users, backend="inline", max_retries=1, retry_backoff=0.001,
               retry_backoff_max=0.001)
     recorder = Recorder(app.monitor)
-    proc = GroupProcessor(app, app.routes.groups["users"], threading.Event())
+    proc = GroupProcessor(Runtime.of(app), app.routes.groups["users"], threading.Event())
     return app, proc, recorder
 
 
@@ -232,7 +233,7 @@ def test_a_failed_enqueue_emits_enqueue_failed(inline_app, monkeypatch: pytest.M
     def down(route: Any, messages: Any) -> None:
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(app.backend("inline"), "enqueue", down)
+    monkeypatch.setattr(proc.runtime.backend("inline"), "enqueue", down)
     proc.consumer = FakeKafkaConsumer([{TP: [record(5, b'{"keep": true}')]}], highwater=6)
     proc.tick()
     assert rec.of("enqueue.failed") == [{"group_id": "shop_users", "topic": "users", "partition": 0, "offset": 5,
@@ -256,7 +257,7 @@ def test_rebalance_and_connect_failures_are_events(inline_app) -> None:  # type:
 def test_the_server_emits_lifecycle_and_signal_events() -> None:
     app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
     rec = Recorder(app.monitor)
-    server = Server(app, [])
+    server = listener_process(app, [])
     server.stop.set()
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(server.run()))  # off the main thread: no signal handlers

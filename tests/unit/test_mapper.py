@@ -16,6 +16,7 @@ from kbridge.errors import ConfigError
 from kbridge.listener.processor import GroupProcessor
 from kbridge.params import Params
 from kbridge.routing.mapper import kafka_names
+from kbridge.runtime import Runtime
 
 from .test_producer import FakeKafkaProducer
 
@@ -131,7 +132,7 @@ def test_the_listener_subscribes_to_mapped_names_and_routes_by_logical_name(monk
     stop = threading.Event()
     tp = TopicPartition("acme.orders", 0)
     fake = FakeKafkaConsumer({tp: [record("acme.orders", 5), record("acme.orders", 6)]}, stop)
-    proc = GroupProcessor(app, app.routes.groups["shop"], stop)
+    proc = GroupProcessor(Runtime.of(app), app.routes.groups["shop"], stop)
     monkeypatch.setattr(proc, "_connect", lambda: fake)
     proc.run()
     assert fake.subscribed == ["acme.orders", "acme.users"]
@@ -147,7 +148,7 @@ def test_a_broken_mapper_stops_the_listener_before_it_connects(monkeypatch: pyte
 
     app = KBridge(client_id="unit", kafka=KAFKA, topic_mapper=OneWay())
     app.topic("orders", consumer=Seen, backend="inline")
-    proc = GroupProcessor(app, app.routes.groups["orders"], threading.Event())
+    proc = GroupProcessor(Runtime.of(app), app.routes.groups["orders"], threading.Event())
     monkeypatch.setattr(proc, "_connect", lambda: pytest.fail("connected despite a broken mapper"))
     with pytest.raises(ConfigError, match="incoming\\(outgoing\\('orders'\\)\\) is 'orders-prod', not 'orders'"):
         proc.run()

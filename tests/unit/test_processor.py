@@ -12,6 +12,7 @@ from kbridge import BaseConsumer, KBridge, before_enqueue
 from kbridge.errors import ConfigError
 from kbridge.listener.processor import GroupProcessor
 from kbridge.params import Params
+from kbridge.runtime import Runtime
 
 TP = TopicPartition("users", 0)
 
@@ -75,9 +76,8 @@ def setup():
     consumer = type("Users", (Users,), {"performed": [], "failing": set()})
     app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
     dead = FakeDeadLetters()
-    app.dead_letters = dead  # type: ignore[assignment]
     route = app.topic("users", consumer=consumer, max_retries=0)
-    proc = GroupProcessor(app, app.routes.groups["users"], threading.Event())
+    proc = GroupProcessor(Runtime.of(app, dead), app.routes.groups["users"], threading.Event())
     proc.consumer = FakeKafkaConsumer()  # type: ignore[assignment]
     proc._backoff = lambda attempts: 0.0  # type: ignore[method-assign]  # held messages are due at once
     return proc, route, consumer, dead
@@ -190,4 +190,4 @@ def test_group_without_topics_is_a_config_error_not_a_key_error() -> None:
     app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
     group = app.consumer_group("empty")
     with pytest.raises(ConfigError, match="empty"):
-        GroupProcessor(app, group, threading.Event()).run()
+        GroupProcessor(Runtime.of(app), group, threading.Event()).run()

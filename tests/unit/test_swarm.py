@@ -1,5 +1,5 @@
 """The swarm without Kafka: settings, reports, the health verdict, node handles, and the supervisor's
-process management with a stand-in Server (FakeServer) in real forked nodes.
+process management with a stand-in ListenerProcess (FakeServer) in real forked nodes.
 
 The supervisor forks and owns signals, so it runs in a subprocess:
 `python -c "from tests.unit.test_swarm import supervise_fake; ..."`. FAKE_MODE makes
@@ -118,11 +118,13 @@ def test_rss_is_read() -> None:
 # -- fork safety -------------------------------------------------------------------
 
 
-def test_an_app_that_built_a_backend_is_not_forked() -> None:
-    app = KBridge(client_id="c", kafka=KAFKA)
+def test_an_app_whose_producer_connected_is_not_forked() -> None:
+    from .test_producer import fake_app
+
+    app, _ = fake_app()
     assert fork_safety_problems(app) == []
-    app.backend("inline")
-    assert any("backend(s) inline already built" in p for p in fork_safety_problems(app))
+    app.produce("t", {"n": 1})
+    assert any("KafkaProducer already exists in the supervisor" in p for p in fork_safety_problems(app))
 
 
 # -- node handles ------------------------------------------------------------------
@@ -165,7 +167,7 @@ def test_handle_without_pidfd_signals_the_pid(monkeypatch: pytest.MonkeyPatch) -
 
 
 class FakeServer:
-    """A node's Server without Kafka: one fake group; misbehaves as FAKE_MODE says, once."""
+    """A node's ListenerProcess without Kafka: one fake group; misbehaves as FAKE_MODE says, once."""
 
     def __init__(self, app: KBridge, groups: list[Any]) -> None:
         self.stop = threading.Event()
@@ -210,7 +212,7 @@ def supervise_fake(nodes: int) -> int:
     app = KBridge(client_id="fake", kafka=KAFKA, shutdown_timeout=float(os.environ.get("FAKE_SHUTDOWN", "5")),
                   swarm_node_max_rss_mb=150, swarm_stall_timeout=1.0)
     app.topic("t", consumer=Noop, backend="inline")
-    return Supervisor(app, app.routes.select(None), nodes, server_factory=FakeServer,  # type: ignore[arg-type]
+    return Supervisor(app, app.routes.select(None), nodes, listener_factory=FakeServer,  # type: ignore[arg-type]
                       node_setup=_announce).run()
 
 

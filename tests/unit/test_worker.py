@@ -6,10 +6,11 @@ import pytest
 from celery import Celery
 
 from kbridge import BaseConsumer, KBridge
+from kbridge.backends.celery.task import TASK_NAME, use_runtime
 from kbridge.errors import DeserializationError, UnknownRouteError
 from kbridge.interchange import to_wire
 from kbridge.params import Params
-from kbridge.backends.celery.task import TASK_NAME
+from kbridge.runtime import Runtime
 
 KAFKA = {"bootstrap_servers": "x:1"}
 
@@ -36,7 +37,7 @@ class FakeDeadLetters:
         self.unroutable: list[tuple[dict[str, Any], Any, str | None]] = []
         self.refuse = refuse  # how many sends Kafka does not acknowledge first
         self.tries = 0
-        app.dead_letters = self  # type: ignore[assignment]
+        use_runtime(app, Runtime.of(app, self))  # type: ignore[arg-type]
 
     def send(self, topic: str, params: Params, error: Any, attempts: int, group_id: str) -> None:
         self.tries += 1

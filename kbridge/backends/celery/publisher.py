@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ...errors import EnqueueError
 from ...interchange import to_wire
 from ...params import Params
-from ...routing.topic import Topic
-from .task import HARD_LIMIT_GRACE, TASK_NAME
+from ...routing.route import Route
 from . import redis_pipeline
+from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -30,7 +30,7 @@ class CeleryBackend:
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
 
-    def enqueue(self, route: Topic, messages: Sequence[Params]) -> None:
+    def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
         units = [messages] if route.batch_consuming else [[m] for m in messages]
         argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
         queue = route.queue or self.celery_app.conf.task_default_queue
@@ -59,12 +59,18 @@ class CeleryBackend:
             )
         return self._fast[queue]
 
+    def close(self) -> None:
+        connection: Any = self._connection
+        self._connection = None
+        if connection is not None:
+            connection.close()
+
     def housekeeping(self) -> None:
         """Called now and then from the polling thread: re-queue tasks the broker lost."""
         for publisher in {id(p): p for p in self._fast.values() if p is not None}.values():
             publisher.reap()
 
-    def _apply_async(self, route: Topic, args: list[Any]) -> None:
+    def _apply_async(self, route: Route, args: list[Any]) -> None:
         """The standard path: Celery builds and routes the message; confirmed when publish returns."""
         if self._connection is None:
             conn = self.celery_app.connection_for_write()

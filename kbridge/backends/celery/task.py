@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_shutdown
 
-from . import ledger
 from ...dlq import Failure
 from ...errors import UnknownRouteError, WireError
 from ...interchange import from_wire
 from ...params import ParamsBatch
-from ...perform import DeadLetterPending, Job, PerformRunner, Retry, backoff, build_runner
+from ...perform import DeadLetterPending, Job, Retry, backoff
+from ...runtime import Runtime
+from . import ledger
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from ...app import KBridge
-    from ...routing.topic import Topic
+    from ...routing.route import Route
 
 TASK_NAME = "kbridge.perform"
 HARD_LIMIT_GRACE = 10.0  # seconds between the soft limit (after_failure runs) and the hard kill
@@ -44,11 +46,25 @@ RESUME_KWARG = "dead_letter"
 log = logging.getLogger("kbridge.worker")
 
 
-def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
-    def runner() -> PerformRunner:
-        return build_runner(kbridge_app.dead_letters, monitor=kbridge_app.monitor,
-                            hooks=kbridge_app.perform_hooks, enforce_timeout=False)
+_runtimes: weakref.WeakKeyDictionary[KBridge, Runtime] = weakref.WeakKeyDictionary()
 
+
+def worker_runtime(kbridge_app: KBridge) -> Runtime:
+    """This worker process's runtime: built on the first task after the pool forked, and again if the app
+    was configured anew (a framework integration rebinding it)."""
+    runtime = _runtimes.get(kbridge_app)
+    if runtime is None or runtime.pid != os.getpid() or runtime.settings is not kbridge_app.settings:
+        runtime = _runtimes[kbridge_app] = Runtime.of(kbridge_app)
+    return runtime
+
+
+def use_runtime(kbridge_app: KBridge, runtime: Runtime) -> Runtime:
+    """Run this process's tasks of kbridge_app in runtime, e.g. one with a stand-in dead-letter sink in tests."""
+    _runtimes[kbridge_app] = runtime
+    return runtime
+
+
+def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
     @celery_app.task(
         name=TASK_NAME,
         bind=True,
@@ -63,7 +79,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
     )
     def perform(task: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            run_task(task, kbridge_app, runner(), args, kwargs)
+            run_task(task, worker_runtime(kbridge_app), args, kwargs)
         finally:
             # This message is done with, whatever happened: performed, dead-lettered, refused, or
             # handed to Celery's retry as a new message. Only a killed process skips this; then
@@ -78,7 +94,9 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
         try:
             kbridge_app.producer.close()  # flushes what produce_async() and async responder topics buffered
         finally:
-            kbridge_app.dead_letters.close()
+            runtime = _runtimes.get(kbridge_app)
+            if runtime is not None and runtime.pid == os.getpid():
+                runtime.close()
 
     return perform
 
@@ -86,7 +104,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
 class TaskRequest:
     """A task's arguments, validated: the route it names and the messages it carries, or why not."""
 
-    def __init__(self, kbridge_app: KBridge, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if len(args) != 2:
             raise WireError(f"expected 2 arguments (route id, messages), got {len(args)}")
         route_id, messages = args
@@ -95,13 +113,13 @@ class TaskRequest:
         unknown = sorted(set(kwargs) - {RESUME_KWARG})
         if unknown:
             raise WireError(f"unknown keyword argument(s) {', '.join(unknown)}")
-        self.route: Topic = kbridge_app.routes.find(route_id)
+        self.route: Route = runtime.routes.find(route_id)
         if not isinstance(messages, list) or not messages:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
         if not self.route.batch_consuming and len(messages) != 1:
             raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
         batch = ParamsBatch([from_wire(m, self.route.deserializer) for m in messages])
-        expected = kbridge_app.settings.topic_mapper.outgoing(self.route.name)
+        expected = runtime.settings.topic_mapper.outgoing(self.route.name)
         first = batch[0]
         for params in batch:
             if params.topic != expected or params.partition != first.partition:
@@ -145,13 +163,13 @@ class CeleryScheduler:
         ) from pending.cause
 
 
-def run_task(task: Any, kbridge_app: KBridge, runner: PerformRunner, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> None:
+def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     try:
-        request = TaskRequest(kbridge_app, args, kwargs)
+        request = TaskRequest(runtime, args, kwargs)
     except (UnknownRouteError, WireError) as exc:
-        _refuse(task, kbridge_app, args, kwargs, exc)
+        _refuse(task, runtime, args, kwargs, exc)
         return
+    runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
     job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
     if request.resume is None:
@@ -161,14 +179,14 @@ def run_task(task: Any, kbridge_app: KBridge, runner: PerformRunner, args: tuple
         runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
 
 
-def _refuse(task: Any, kbridge_app: KBridge, args: tuple[Any, ...], kwargs: dict[str, Any],
+def _refuse(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any],
             error: Exception) -> None:
     """An untrusted task never runs: it goes whole to '<client_id>.unroutable', retried until Kafka takes it."""
     task_id = getattr(task.request, "id", None)
     log.error("refused task %s: %s", task_id, error)
     body = {"task": TASK_NAME, "id": task_id, "args": list(args), "kwargs": kwargs}
     try:
-        kbridge_app.dead_letters.send_unroutable(body, error, task_id)
+        runtime.dead_letters.send_unroutable(body, error, task_id)
     except Exception as exc:
         tries = (task.request.retries or 0)
         countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, tries)

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, UnknownRouteError
 from .consumer_group import ConsumerGroup
 from .names import name_problem
-from .topic import Topic
+from .route import Route
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
 
 
-class Builder:
+class RouteTable:
     def __init__(self, client_id: str, *, default_backend: str, has_celery: bool) -> None:
         self.client_id = client_id
         self.groups: dict[str, ConsumerGroup] = {}
-        self._routes: dict[str, Topic] = {}
+        self._routes: dict[str, Route] = {}
         self._default_backend = default_backend
         self._has_celery = has_celery
 
@@ -36,7 +36,7 @@ class Builder:
         self.groups[name] = group
         return group
 
-    def topic_group(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any]) -> Topic:
+    def topic_group(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any]) -> Route:
         """The app.topic() shorthand: a group named after the topic, registered only if the topic is valid.
 
         The group's name is the topic's, so a problem with it is reported with every problem of
@@ -54,10 +54,10 @@ class Builder:
         self.groups[name] = group
         return route
 
-    def register(self, route: Topic) -> None:
+    def register(self, route: Route) -> None:
         self._routes[route.route_id] = route
 
-    def find(self, route_id: str) -> Topic:
+    def find(self, route_id: str) -> Route:
         try:
             return self._routes[route_id]
         except KeyError:
@@ -77,7 +77,7 @@ class Builder:
             raise ConfigError(problems)
         return chosen
 
-    def __iter__(self) -> Iterator[Topic]:
+    def __iter__(self) -> Iterator[Route]:
         return iter(self._routes.values())
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Runs one GroupProcessor thread per consumer group and turns signals into a graceful stop.
+"""The listener process: one GroupProcessor thread per consumer group, and signals turned into a graceful stop.
 
 SIGINT, SIGTERM and SIGQUIT ask every group to stop fetching, commit what is safe and
 leave its group. Past shutdown_timeout (or on a second signal) the process exits with 2.
@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import KBridgeError
+from ..runtime import Runtime
 from .processor import GroupProcessor
 
 if TYPE_CHECKING:
@@ -28,17 +29,17 @@ EXIT_OK, EXIT_FAILED, EXIT_SHUTDOWN_TIMEOUT = 0, 1, 2
 SUMMARY_INTERVAL = 10.0
 
 
-class Server:
-    def __init__(self, app: KBridge, groups: list[ConsumerGroup]) -> None:
-        self.app = app
+class ListenerProcess:
+    def __init__(self, runtime: Runtime, groups: list[ConsumerGroup]) -> None:
+        self.runtime = runtime
         self.stop = threading.Event()
-        self.processors = [GroupProcessor(app, g, self.stop) for g in groups]
+        self.processors = [GroupProcessor(runtime, g, self.stop) for g in groups]
         self._errors: list[BaseException] = []
         self._signals = 0
 
     def run(self) -> int:
         """Block until stopped; return the process exit code."""
-        monitor, client_id = self.app.monitor, self.app.client_id
+        monitor, client_id = self.runtime.monitor, self.runtime.client_id
         monitor.instrument("app.started", process="listener", client_id=client_id)
         code = self._run()
         monitor.instrument("app.stopped", process="listener", client_id=client_id, exit_code=code)
@@ -60,15 +61,15 @@ class Server:
                 last_summary = time.monotonic()
                 for p in self.processors:
                     log.info("group %s: %s", p.group.id, p.summary())
-        self.app.monitor.instrument("app.stopping", process="listener", client_id=self.app.client_id)
-        deadline = time.monotonic() + self.app.settings.shutdown_timeout
+        self.runtime.monitor.instrument("app.stopping", process="listener", client_id=self.runtime.client_id)
+        deadline = time.monotonic() + self.runtime.settings.shutdown_timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self.app.dead_letters.close()
+        self.runtime.close()
         if any(t.is_alive() for t in threads):
             log.error(
                 "shutdown_timeout of %.1fs passed with groups still stopping; exiting with code %d",
-                self.app.settings.shutdown_timeout, EXIT_SHUTDOWN_TIMEOUT,
+                self.runtime.settings.shutdown_timeout, EXIT_SHUTDOWN_TIMEOUT,
             )
             return EXIT_SHUTDOWN_TIMEOUT
         return EXIT_FAILED if self._errors else EXIT_OK
@@ -91,10 +92,15 @@ class Server:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
-        self.app.monitor.instrument("signal.received", signal=name)
+        self.runtime.monitor.instrument("signal.received", signal=name)
         if self._signals > 1:
             log.error("%s received again during shutdown; exiting now with code %d", name, EXIT_SHUTDOWN_TIMEOUT)
             os._exit(EXIT_SHUTDOWN_TIMEOUT)
         log.info("%s received: stopping, committing what is safe and leaving the groups", name)
         self.stop.set()
 
+
+
+def listener_process(app: KBridge, groups: list[ConsumerGroup]) -> ListenerProcess:
+    """The composition root of a listener: this process's runtime, built from the app, handed down."""
+    return ListenerProcess(Runtime.of(app), groups)

@@ -1,4 +1,4 @@
-"""A topic route: the consumer class and the delivery options for one topic of one group."""
+"""A route: one topic of one consumer group, the consumer class that handles it, and its delivery options."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..backends import registry
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
 from .names import name_problem
@@ -13,8 +14,6 @@ from .names import name_problem
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
     from ..responder import Responder
-
-BACKENDS = ("celery", "inline")
 
 DEFAULTS: dict[str, Any] = {
     "backend": None,  # resolved by the app: "celery" when a Celery app is given, else "inline"
@@ -34,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class Topic:
+class Route:
     name: str
     group_name: str
     group_id: str
@@ -72,9 +71,9 @@ class Topic:
         return [messages[i:i + size] for i in range(0, len(messages), size)]
 
 
-def build_topic(
+def build_route(
     name: str, *, group_name: str, group_id: str, default_backend: str, has_celery: bool, options: dict[str, Any]
-) -> Topic:
+) -> Route:
     """Validate every option at once and build the route."""
     from ..consumer import BaseConsumer
 
@@ -96,10 +95,11 @@ def build_topic(
         problems.append(f"{where}: {consumer.__name__} does not implement perform()")
 
     backend = opts["backend"] or default_backend
-    if backend not in BACKENDS:
-        problems.append(f"{where}: backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    elif backend == "celery" and not has_celery:
-        problems.append(f"{where}: backend 'celery' needs KBridge(celery=<your Celery app>)")
+    plugin = registry.find(backend) if isinstance(backend, str) else None
+    if plugin is None:
+        problems.append(f"{where}: backend {backend!r} is unknown; use one of {', '.join(registry.names())}")
+    else:
+        problems.extend(f"{where}: {p}" for p in plugin.route_problems(opts, has_celery))
     if not callable(opts["deserializer"]):
         problems.append(f"{where}: deserializer must be a callable taking bytes, got {opts['deserializer']!r}")
     for key in ("batch_consuming", "start_from_beginning", "automatically_mark_as_consumed"):
@@ -112,9 +112,9 @@ def build_topic(
         elif opts["batch_consuming"] is not True:
             problems.append(f"{where}: max_batch_size caps the batches of batch_consuming=True; "
                             "set batch_consuming=True or drop max_batch_size")
-    if opts["automatically_mark_as_consumed"] is False and backend == "celery":
+    if opts["automatically_mark_as_consumed"] is False and plugin is not None and not plugin.performs_in_listener:
         problems.append(
-            f"{where}: automatically_mark_as_consumed=False needs backend='inline'. With celery, perform() "
+            f"{where}: automatically_mark_as_consumed=False needs backend='inline'. With {backend}, perform() "
             "runs later in a worker that has no Kafka consumer, after the listener has moved on; the "
             "listener could never learn what perform() marked, so nothing would ever be committed"
         )
@@ -133,7 +133,7 @@ def build_topic(
     if problems:
         raise ConfigError(problems)
 
-    return Topic(
+    return Route(
         name=name,
         group_name=group_name,
         group_id=group_id,

@@ -16,7 +16,7 @@ from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..app import KBridge
+    from ...app import KBridge
 
 
 def connect(celery_app: Celery, kbridge_app: KBridge) -> None:
@@ -31,7 +31,7 @@ def connect(celery_app: Celery, kbridge_app: KBridge) -> None:
         kbridge_app.monitor.instrument("app.started", process="worker", client_id=kbridge_app.client_id)
         port = kbridge_app.settings.metrics_port if kbridge_app.configured else None
         if port is not None:
-            from .prometheus import serve_worker_metrics
+            from ...instrumentation.prometheus import serve_worker_metrics
 
             serve_worker_metrics(kbridge_app.monitor, port, kbridge_app.settings.metrics_host)
 
