@@ -22,9 +22,11 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from .app import KBridge
     from .config import Settings
     from .instrumentation import Monitor
-    from .routing.route import Route
 
 log = logging.getLogger("kbridge.producer")
 
@@ -294,15 +295,31 @@ class Producer:
 
 # -- which app the module-level functions use ---------------------------------------------------
 
-_apps: weakref.WeakSet[KBridge] = weakref.WeakSet()
 _default_app: weakref.ReferenceType[KBridge] | None = None
+# The producer of the runtime running perform() on this thread, set by the perform runner's
+# ProducingStage: respond_with() and kbridge.produce() inside perform() use the app that routed it.
+_performing: ContextVar[Producer | None] = ContextVar("kbridge_performing_producer", default=None)
 
 
 def register_app(app: KBridge) -> None:
-    """Called when app is configured: it becomes the default app, and respond_with() can find it by route."""
+    """Called when app is configured: it becomes the default app of kbridge.produce() outside perform()."""
     global _default_app
-    _apps.add(app)
     _default_app = weakref.ref(app)
+
+
+@contextmanager
+def producing_with(producer: Producer) -> Iterator[None]:
+    token = _performing.set(producer)
+    try:
+        yield
+    finally:
+        _performing.reset(token)
+
+
+def current_producer() -> Producer:
+    """Inside perform(): its runtime's producer. Elsewhere: the default app's."""
+    producer = _performing.get()
+    return producer if producer is not None else current_app().producer
 
 
 def set_default_app(app: KBridge) -> None:
@@ -321,21 +338,6 @@ def current_app() -> KBridge:
     return app
 
 
-def app_for(route: Route) -> KBridge:
-    """The configured app that routes this very route object, else the default app.
-
-    So a consumer's respond_with() uses the producer and topic mapper of the app that routed
-    it, even in a process holding several apps (tests, multi-tenant workers).
-    """
-    for app in list(_apps):
-        try:
-            if app.configured and app.routes.find(route.route_id) is route:
-                return app
-        except KBridgeError:
-            continue
-    return current_app()
-
-
 def produce(
     topic: str,
     payload: Any,
@@ -345,8 +347,9 @@ def produce(
     *,
     serializer: Serializer | None = None,
 ) -> Delivery:
-    """current_app().produce(...): send and wait for the acknowledgement; raises ProduceError."""
-    return current_app().produce(topic, payload, key, headers, partition, serializer=serializer)
+    """Send and wait for the acknowledgement; raises ProduceError. Inside perform(), through the app that
+    routed it; elsewhere through the default app (the KBridge configured last, or set_default_app())."""
+    return current_producer().produce(topic, payload, key, headers, partition, serializer=serializer)
 
 
 def produce_async(
@@ -358,10 +361,10 @@ def produce_async(
     *,
     serializer: Serializer | None = None,
 ) -> Future[Delivery]:
-    """current_app().produce_async(...): a future resolving to a Delivery or failing with ProduceError."""
-    return current_app().produce_async(topic, payload, key, headers, partition, serializer=serializer)
+    """produce() without waiting: a future resolving to a Delivery or failing with ProduceError."""
+    return current_producer().produce_async(topic, payload, key, headers, partition, serializer=serializer)
 
 
 def flush(timeout: float | None = None) -> None:
-    """current_app().flush(): wait for every message this process sent through it."""
-    current_app().flush(timeout)
+    """Wait for every message this process sent through the current producer (see produce())."""
+    current_producer().flush(timeout)

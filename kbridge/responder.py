@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigError, KBridgeError
-from .producer import Delivery, Headers, Message, ProduceError, Serializer, app_for, current_app, encode
+from .producer import Delivery, Headers, Message, ProduceError, Serializer, current_producer, encode
 from .routing.names import name_problem
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ class Responder:
             cls.topics = _declared(cls.__name__, vars(cls)["topics"])
 
     def __init__(self, app: KBridge | None = None) -> None:
-        """app: whose producer and topic mapper to use; None: the current app when call() sends."""
+        """app: whose producer and topic mapper to use; None: inside perform(), the app that routed it,
+        elsewhere the default app (kbridge.producer.current_producer())."""
         self.app = app
         self.messages: list[Pending] = []
 
@@ -168,7 +169,7 @@ class Responder:
         return encoded
 
     def _send(self, encoded: list[Message]) -> list[Future[Delivery]]:
-        producer = (self.app or current_app()).producer
+        producer = self.app.producer if self.app is not None else current_producer()
         declared = type(self).topics
         # Sent all at once, then waited for: one round trip per call rather than one per message.
         futures = [producer.send(m) for m in encoded]
@@ -217,5 +218,5 @@ def respond_with(consumer: BaseConsumer, args: tuple[Any, ...], kwargs: dict[str
             f"{type(consumer).__name__}.respond_with(): topic {consumer.topic.name!r} has no responder; "
             "route it with responder=YourResponder"
         )
-    result: list[Future[Delivery]] = responder(app_for(consumer.topic)).call(*args, **kwargs)
+    result: list[Future[Delivery]] = responder().call(*args, **kwargs)  # the producer of the running perform()
     return result

@@ -73,7 +73,8 @@ class Runtime:
         """The perform runner of this process. enforce_timeout: False where Celery enforces time limits."""
         if enforce_timeout not in self._runners:
             self._runners[enforce_timeout] = build_runner(
-                self.dead_letters, monitor=self.monitor, hooks=self.perform_hooks, enforce_timeout=enforce_timeout
+                self.dead_letters, monitor=self.monitor, hooks=self.perform_hooks, producer=self.producer,
+                enforce_timeout=enforce_timeout,
             )
         return self._runners[enforce_timeout]
 

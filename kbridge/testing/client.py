@@ -238,7 +238,9 @@ class TestClient:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
         recorder = _AttemptRecorder()
         sink = _CapturingSink(self, result)
-        runner = build_runner(sink, hooks=self.app.perform_hooks, enforce_timeout=True, extra=[recorder])
+        producer = self.app.producer if self.app.configured else None
+        runner = build_runner(sink, hooks=self.app.perform_hooks, producer=producer, enforce_timeout=True,
+                              extra=[recorder])
         outcome = runner.run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None

@@ -19,7 +19,9 @@ from kbridge import (
 )
 from kbridge.errors import ConfigError
 from kbridge.params import Params, ParamsBatch
+from kbridge.perform import Job, PerformRunner, ProducingStage
 from kbridge.render import responder_topics
+from kbridge.runtime import Runtime
 
 from .test_producer import _no_real_kafka_producer, fake_app  # noqa: F401  (the autouse fixture applies here too)
 
@@ -198,9 +200,10 @@ class OrdersConsumer(BaseConsumer):
 
 
 def run(app: KBridge, topic: str, payload: bytes) -> None:
+    """perform() inside the producing stage of app's runtime, as every runner runs it; failures propagate."""
     route = app.routes.find(f"{app.client_id}_{topic}/{topic}")
     params = Params(topic=topic, partition=0, offset=0, raw_payload=payload)
-    route.consumer(route, ParamsBatch([params])).perform()
+    PerformRunner([ProducingStage(Runtime.of(app).producer)]).attempt(Job(route, ParamsBatch([params])))
 
 
 def test_respond_with_uses_the_routes_responder_and_the_app_that_routed_it() -> None:
