@@ -7,6 +7,10 @@ batch's base offset + 1, so a topic holding one batch of 100 records would look 
 records short. Only a partition whose fetch gave no high watermark within the timeout
 falls back to ListOffsets, and the result says so (end_source).
 
+A partition the listener holds because the Kafka client cannot decode a batch of it
+shows here with its lag, which stops shrinking: its committed offset stays at that
+batch. Reading the high watermark may meet the same batch; that is not an error here.
+
 Everything here only reads: no group is joined, nothing is committed.
 """
 
@@ -23,6 +27,7 @@ from kafka.errors import KafkaError
 
 from .config import Settings
 from .errors import KBridgeError
+from .listener.decoding import DecodeGuard
 from .routing import ConsumerGroup
 from .routing.mapper import kafka_names
 from .topics import admin_config
@@ -124,10 +129,11 @@ def end_offsets(
         return {}, {}
     consumer.assign(tps)
     consumer.seek_to_end(*tps)
+    guard = DecodeGuard(consumer)  # a batch that cannot be decoded still brings its high watermark
     deadline = time.monotonic() + timeout
     ends: dict[TopicPartition, int] = {}
     while time.monotonic() < deadline:
-        consumer.poll(timeout_ms=200, max_records=1)
+        guard.poll(timeout_ms=200, max_records=1)
         ends = {tp: hw for tp in tps if (hw := consumer.highwater(tp)) is not None}
         if len(ends) == len(tps):
             return ends, {}
