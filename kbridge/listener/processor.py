@@ -30,6 +30,7 @@ from ..params import Params, ParamsBatch
 from ..routing import ConsumerGroup, Route
 from ..routing.mapper import kafka_names
 from . import undecodable
+from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
 from .offsets import OffsetTracker
 
@@ -87,6 +88,7 @@ class GroupProcessor:
             for kind in (callbacks.BEFORE_POLL, callbacks.AFTER_POLL, callbacks.BEFORE_STOP)
         }
         self.monitor = runtime.monitor  # events: kbridge.instrumentation.EVENTS; payloads built only if listened to
+        self._kafka = KafkaWatch(group.id, lambda event, payload: self.monitor.instrument(event, **payload))
 
     # -- lifecycle -------------------------------------------------------
 
@@ -137,6 +139,7 @@ class GroupProcessor:
         callbacks.fire_all(callbacks.AFTER_POLL, self._per_class[callbacks.AFTER_POLL])
         if time.monotonic() >= self._next_housekeeping:
             self._housekeeping()
+        self._kafka.check(self.consumer)
         self.stats.last_tick = time.monotonic()
 
     def _poll(self, timeout_ms: int, max_records: int) -> tuple[Polled, list[DecodeFailure]]:
