@@ -1,11 +1,12 @@
-"""One consumer group's loop: poll -> route -> filter -> enqueue -> commit, all on one thread.
+"""One consumer group's poll loop: poll, run each partition's batch through the chain of steps, commit.
 
-kafka-python consumers are not thread-safe, so polling, committing and the
-rebalance callbacks all happen on the thread that runs GroupProcessor.run().
-A partition whose message cannot be handed over is paused and retried with
-backoff; it never advances past that message. A partition the Kafka client cannot
-decode is handled the same way, or moves on past a single undecodable record once its
-dead letter is acknowledged (kbridge.listener.undecodable).
+The loop itself only polls, submits what was fetched to the chain (kbridge.listener.steps),
+pauses the partitions a step asks to hold and resubmits their rest after a backoff,
+commits and does housekeeping. kafka-python consumers are not thread-safe, so polling,
+committing and the rebalance callbacks all happen on the thread that runs
+GroupProcessor.run(). A held partition never advances past the message it was held at.
+A partition the Kafka client cannot decode is held the same way, or moves on past a
+single undecodable record once its dead letter is acknowledged (kbridge.listener.undecodable).
 """
 
 from __future__ import annotations
@@ -14,25 +15,23 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import tenacity
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import CorruptRecordError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from .. import callbacks
-from ..consumer import collecting_marks
-from ..errors import ConfigError, EnqueueError
-from ..interchange import params_from_record
-from ..params import Params, ParamsBatch
+from ..errors import ConfigError
+from ..params import Params
 from ..routing import ConsumerGroup, Route
 from ..routing.mapper import kafka_names
 from . import undecodable
 from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
 from .offsets import OffsetTracker
+from .steps import Chain, Fetched, Pending, StepContext, build_chain
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -59,11 +58,15 @@ class Stats:
 @dataclass
 class _Held:
     offset: int  # the partition's first offset not handled
-    messages: list[Params]  # handed over on retry; none for a batch that could not be decoded, fetched again
+    pending: list[Pending]  # resubmitted to their steps on retry; none: an undecodable batch, fetched again
     attempts: int
     retry_at: float
     reason: str
-    refused: dict[int, CorruptRecordError] = field(default_factory=dict)  # dead-lettered, not handed over
+
+    @property
+    def messages(self) -> list[Params]:
+        """Every message still to be handled, in offset order."""
+        return [m for item in self.pending for m in item.batch.messages]
 
 
 class GroupProcessor:
@@ -88,6 +91,8 @@ class GroupProcessor:
             for kind in (callbacks.BEFORE_POLL, callbacks.AFTER_POLL, callbacks.BEFORE_STOP)
         }
         self.monitor = runtime.monitor  # events: kbridge.instrumentation.EVENTS; payloads built only if listened to
+        context = StepContext(group.id, runtime, self.stats, self.offsets, highwater=self._highwater)
+        self.chain = build_chain(context, self._route_of)
         self._kafka = KafkaWatch(group.id, lambda event, payload: self.monitor.instrument(event, **payload))
 
     # -- lifecycle -------------------------------------------------------
@@ -125,14 +130,7 @@ class GroupProcessor:
         for tp, records in polled.items():
             if self._refetching:
                 self._decodes_again(tp)
-            route = self._route(tp)
-            self.stats.fetched += len(records)
-            if monitor.listens("fetch"):
-                self._fetched(tp, len(records), records[-1].offset)
-            messages = [params_from_record(r, route.deserializer, now_ms) for r in records]
-            if callbacks.declares(route, callbacks.AFTER_FETCH):
-                callbacks.fire(callbacks.AFTER_FETCH, route, ParamsBatch(messages))
-            self._handle(tp, route, messages)
+            self._take(Fetched(tp, records, receive_time_ms=now_ms))
         for failure in failures:
             self._undecodable(failure)
         self.commit()
@@ -149,17 +147,18 @@ class GroupProcessor:
             return self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records), []
         return self._decoder.poll(timeout_ms, max_records)
 
-    def _route(self, tp: TopicPartition) -> Route:
+    def _route_of(self, kafka_topic: str) -> Route:
         """A fetched partition's route: the topic mapper turns the Kafka name back into the route's name."""
-        return self.group.topics[self.runtime.settings.topic_mapper.incoming(tp.topic)]
+        return self.group.topics[self.runtime.settings.topic_mapper.incoming(kafka_topic)]
 
-    def _fetched(self, tp: TopicPartition, count: int, last_offset: int) -> None:
-        """The fetch event; lag comes from the fetch response's high watermark (correct even on Tansu)."""
-        assert self.consumer is not None
-        highwater = self.consumer.highwater(tp)
-        lag = None if highwater is None else max(0, highwater - (last_offset + 1))
-        self.monitor.instrument("fetch", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
-                                messages=count, lag=lag)
+    def _highwater(self, tp: TopicPartition) -> int | None:
+        """From the last fetch response (correct even on Tansu, whose ListOffsets is not)."""
+        return None if self.consumer is None else self.consumer.highwater(tp)
+
+    def _take(self, fetched: Fetched) -> None:
+        hold = self.chain.take(fetched)
+        if hold is not None:
+            self._hold(fetched.tp, hold.pending, hold.reason, attempts=1)
 
     def _housekeeping(self) -> None:
         """Backend chores off the hot path, e.g. re-queueing tasks a Redis broker lost."""
@@ -221,108 +220,20 @@ class GroupProcessor:
             self.consumer.close(autocommit=False)  # leaves the group
             log.info("consumer group %s stopped: %s", self.group.id, self.summary())
 
-    # -- handling --------------------------------------------------------
-
-    def _handle(self, tp: TopicPartition, route: Route, messages: list[Params]) -> None:
-        failure = self._deliver(tp, route, messages)
-        if failure is not None:
-            self._hold(tp, *failure, attempts=1)
-
-    def _deliver(
-        self, tp: TopicPartition, route: Route, messages: list[Params]
-    ) -> tuple[list[Params], str] | None:
-        """Filter, then hand the accepted messages over, marking what is handled.
-
-        One backend call, or one per batch of at most max_batch_size on batch-consuming
-        topics. Filtering stops at a message whose dead letter Kafka did not acknowledge; what
-        came before it is still handed over. On a topic with automatically_mark_as_consumed=False
-        only perform()'s mark_as_consumed() calls mark offsets. Returns the messages not
-        handled and why, or None when all were.
-        """
-        accepted: list[int] = []
-        end, problem = len(messages), ""
-        for i, message in enumerate(messages):
-            try:
-                if self._accepts(route, message):
-                    accepted.append(i)
-            except Exception as exc:
-                end, problem = i, f"{type(exc).__name__}: {exc}"
-                break
-        started = time.monotonic()
-        handed = 0
-        try:
-            with self._manual_marks(route):
-                for unit in self._handovers(route, [messages[i] for i in accepted]):
-                    self.runtime.backend(route.backend).enqueue(route, unit)
-                    handed += len(unit)
-        except Exception as exc:
-            confirmed = handed + (exc.confirmed if isinstance(exc, EnqueueError) else 0)
-            self.stats.enqueued += confirmed
-            end, problem = accepted[confirmed], f"{type(exc).__name__}: {exc}"
-            self._enqueued(tp, confirmed, started)
-            self.monitor.instrument("enqueue.failed", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
-                                    offset=messages[end].offset, error=problem)
-        else:
-            self.stats.enqueued += len(accepted)
-            self._enqueued(tp, len(accepted), started)
-        if end and route.automatically_mark_as_consumed:
-            self.offsets.mark(tp, messages[end - 1].offset)
-        return (messages[end:], problem) if end < len(messages) else None
-
-    @staticmethod
-    def _handovers(route: Route, accepted: list[Params]) -> list[Sequence[Params]]:
-        """One backend call per capped batch (the backend makes each one task); else all in one call."""
-        if not accepted:
-            return []
-        return route.units(accepted) if route.batch_consuming and route.max_batch_size else [accepted]
-
-    def _manual_marks(self, route: Route) -> AbstractContextManager[None]:
-        """On manual topics, perform()'s marks go straight to the offset tracker (same thread, in order)."""
-        if route.automatically_mark_as_consumed:
-            return nullcontext()
-        return collecting_marks(lambda p: self.offsets.mark(TopicPartition(p.topic, p.partition), p.offset))
-
-    def _enqueued(self, tp: TopicPartition, count: int, started: float) -> None:
-        if count and self.monitor.listens("enqueue"):
-            self.monitor.instrument("enqueue", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
-                                    messages=count, seconds=time.monotonic() - started)
-
-    def _accepts(self, route: Route, message: Params) -> bool:
-        """Run the filters. A filter that raises dead-letters the message (rule 5): not dropped, not retried."""
-        if not route.consumer._filters:
-            return True
-        try:
-            accepted = route.consumer(route, ParamsBatch([message])).run_filters()
-        except Exception as exc:
-            self.monitor.instrument("filter.failed", group_id=self.group.id, topic=message.topic,
-                                    partition=message.partition, offset=message.offset,
-                                    error=f"{type(exc).__name__}: {exc}")
-            self.runtime.dead_letters.send(route.dead_letter_topic, message, exc, 1, route.group_id)
-            self.stats.dead_lettered += 1
-            return False
-        if not accepted:
-            self.stats.filtered += 1
-            if self.monitor.listens("filter.rejected"):
-                self.monitor.instrument("filter.rejected", group_id=self.group.id, topic=message.topic,
-                                        partition=message.partition, offset=message.offset)
-        return accepted
-
     # -- holding and retrying -------------------------------------------
 
-    def _hold(
-        self, tp: TopicPartition, messages: list[Params], reason: str, attempts: int,
-        refused: dict[int, CorruptRecordError] | None = None, offset: int | None = None,
-    ) -> None:
-        """Pause tp and keep its unhandled messages in memory until a retry hands them over.
+    def _hold(self, tp: TopicPartition, pending: list[Pending], reason: str, attempts: int,
+              offset: int | None = None) -> None:
+        """Pause tp and keep what its steps left to do until a retry resubmits it.
 
-        With no messages (a batch that could not be decoded), a retry fetches from offset again.
+        With nothing pending (a batch that could not be decoded), a retry fetches from offset again.
         """
         assert self.consumer is not None
         previous = self._held.get(tp) or self._refetching.pop(tp, None)
         delay = self._backoff(attempts)
-        at = messages[0].offset if messages else offset
+        at = pending[0].batch.first_offset if pending else offset
         assert at is not None
-        self._held[tp] = _Held(at, messages, attempts, time.monotonic() + delay, reason, refused or {})
+        self._held[tp] = _Held(at, pending, attempts, time.monotonic() + delay, reason)
         self.consumer.pause(tp)
         if previous is None or previous.reason != reason:  # one line per state change
             log.warning(
@@ -338,17 +249,17 @@ class GroupProcessor:
         for tp, held in list(self._held.items()):
             if held.retry_at > now:
                 continue
-            if not held.messages:  # an undecodable batch: the next poll fetches it again
+            if not held.pending:  # an undecodable batch: the next poll fetches it again
                 self._refetching[tp] = self._held.pop(tp)
                 self.consumer.resume(tp)
                 continue
-            failure = self._deliver_mixed(tp, self._route(tp), held.messages, held.refused)
-            if failure is None:
+            hold = Chain.resume(held.pending)
+            if hold is None:
                 del self._held[tp]
                 self.consumer.resume(tp)
                 log.warning("resumed %s-%d after %d attempt(s)", tp.topic, tp.partition, held.attempts + 1)
             else:
-                self._hold(tp, *failure, attempts=held.attempts + 1, refused=held.refused)
+                self._hold(tp, hold.pending, hold.reason, attempts=held.attempts + 1)
 
     # -- records the Kafka client cannot decode (rule 7) ---------------
 
@@ -358,7 +269,7 @@ class GroupProcessor:
         tp = failure.tp
         if tp in self._held:
             return  # paused where the client stopped, so it meets the batch again once the partition resumes
-        route = self._route(tp)
+        route = self._route_of(tp.topic)
         step = undecodable.plan(failure, self._decoder.config, route.deserializer, time.time() * 1000.0)
         if isinstance(step, undecodable.Hold):
             retried = self._refetching.get(tp)
@@ -371,51 +282,7 @@ class GroupProcessor:
             return
         self._decodes_again(tp)
         self.consumer.seek(tp, step.resume_at)  # past the salvaged batch: the client would fail on it again
-        self.stats.fetched += len(step.messages)
-        if step.messages and self.monitor.listens("fetch"):
-            self._fetched(tp, len(step.messages), step.messages[-1].offset)
-        readable = [m for m in step.messages if m.offset not in step.refused]
-        if readable and callbacks.declares(route, callbacks.AFTER_FETCH):
-            callbacks.fire(callbacks.AFTER_FETCH, route, ParamsBatch(readable))
-        unhandled = self._deliver_mixed(tp, route, step.messages, step.refused)
-        if unhandled is not None:
-            self._hold(tp, *unhandled, attempts=1, refused=step.refused)
-
-    def _deliver_mixed(
-        self, tp: TopicPartition, route: Route, messages: list[Params], refused: dict[int, CorruptRecordError]
-    ) -> tuple[list[Params], str] | None:
-        """_deliver, with each record the Kafka client refused dead-lettered in its place in the order."""
-        start = 0
-        for i, message in enumerate(messages):
-            error = refused.get(message.offset)
-            if error is None:
-                continue
-            failure = self._deliver(tp, route, messages[start:i])
-            if failure is not None:
-                return failure[0] + messages[i:], failure[1]
-            problem = self._dead_letter_refused(tp, route, message, error)
-            if problem is not None:
-                return messages[i:], problem
-            start = i + 1
-        return self._deliver(tp, route, messages[start:])
-
-    def _dead_letter_refused(
-        self, tp: TopicPartition, route: Route, message: Params, error: CorruptRecordError
-    ) -> str | None:
-        """Dead-letter what could be read of an undecodable record; returns why not, if Kafka did not take it."""
-        try:
-            self.runtime.dead_letters.send(route.dead_letter_topic, message, error, 1, route.group_id)
-        except Exception as exc:
-            return f"dead letter of undecodable record {message.offset} not acknowledged: {type(exc).__name__}: {exc}"
-        self.stats.dead_lettered += 1
-        log.warning("%s-%d@%d cannot be decoded by the Kafka client (%s); dead-lettered what could be read of it "
-                    "to %s and went on with the next record", tp.topic, tp.partition, message.offset,
-                    undecodable.describe(error), route.dead_letter_topic)
-        self.monitor.instrument("record.undecodable", group_id=self.group.id, topic=tp.topic, partition=tp.partition,
-                                offset=message.offset, error=undecodable.describe(error), action="dead_lettered")
-        if route.automatically_mark_as_consumed:
-            self.offsets.mark(tp, message.offset)
-        return None
+        self._take(Fetched(tp, messages=step.messages, refused=dict(step.refused)))
 
     def _decodes_again(self, tp: TopicPartition) -> None:
         held = self._refetching.pop(tp, None)

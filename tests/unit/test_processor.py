@@ -11,6 +11,7 @@ from kafka import OffsetAndMetadata, TopicPartition
 from kbridge import BaseConsumer, KBridge, before_enqueue
 from kbridge.errors import ConfigError
 from kbridge.listener.processor import GroupProcessor
+from kbridge.listener.steps import Fetched
 from kbridge.params import Params
 from kbridge.runtime import Runtime
 
@@ -85,7 +86,7 @@ def setup():
 
 def test_filtered_messages_are_marked_handled(setup) -> None:
     proc, route, consumer, _ = setup
-    proc._handle(TP, route, msgs(10, 11, 12, keep=False))
+    proc._take(Fetched(TP, messages=msgs(10, 11, 12, keep=False)))
     assert consumer.performed == []
     assert proc.offsets.pending() == {TP: 13}
     assert proc.stats.filtered == 3 and proc.stats.enqueued == 0
@@ -94,7 +95,7 @@ def test_filtered_messages_are_marked_handled(setup) -> None:
 
 def test_accepted_messages_are_performed_inline_and_marked(setup) -> None:
     proc, route, consumer, _ = setup
-    proc._handle(TP, route, msgs(0, 1, 2))
+    proc._take(Fetched(TP, messages=msgs(0, 1, 2)))
     assert consumer.performed == [0, 1, 2]
     assert proc.offsets.pending() == {TP: 3}
     assert proc.stats.enqueued == 3
@@ -104,7 +105,7 @@ def test_unconfirmed_handover_pauses_and_holds_the_rest(setup) -> None:
     proc, route, consumer, dead = setup
     consumer.failing = {12}
     dead.down = True  # perform fails, max_retries=0, and the dead letter is not acknowledged
-    proc._handle(TP, route, msgs(10, 11, 12, 13, 14))
+    proc._take(Fetched(TP, messages=msgs(10, 11, 12, 13, 14)))
     assert consumer.performed == [10, 11]
     assert proc.offsets.pending() == {TP: 12}
     assert proc.consumer.paused == {TP}
@@ -118,7 +119,7 @@ def test_failed_retry_stays_paused_and_marks_nothing_more(setup) -> None:
     proc, route, consumer, dead = setup
     consumer.failing = {12}
     dead.down = True
-    proc._handle(TP, route, msgs(10, 11, 12, 13))
+    proc._take(Fetched(TP, messages=msgs(10, 11, 12, 13)))
     proc._retry_held()
     assert consumer.performed == [10, 11]
     assert proc.offsets.pending() == {TP: 12}
@@ -130,7 +131,7 @@ def test_successful_retry_resumes_and_marks_everything(setup) -> None:
     proc, route, consumer, dead = setup
     consumer.failing = {12}
     dead.down = True
-    proc._handle(TP, route, msgs(10, 11, 12, 13, 14))
+    proc._take(Fetched(TP, messages=msgs(10, 11, 12, 13, 14)))
     proc.commit()
 
     dead.down = False  # Kafka takes dead letters again
@@ -150,7 +151,7 @@ def test_successful_retry_resumes_and_marks_everything(setup) -> None:
 def test_failed_perform_is_dead_lettered_and_handled(setup) -> None:
     proc, route, consumer, dead = setup
     consumer.failing = {1}
-    proc._handle(TP, route, msgs(0, 1, 2))
+    proc._take(Fetched(TP, messages=msgs(0, 1, 2)))
     assert consumer.performed == [0, 2]
     assert dead.sent == [("users.dlq", 1, "perform failed at 1")]
     assert proc.offsets.pending() == {TP: 3}
@@ -159,7 +160,7 @@ def test_failed_perform_is_dead_lettered_and_handled(setup) -> None:
 
 def test_raising_filter_dead_letters_that_message_only(setup) -> None:
     proc, route, consumer, dead = setup
-    proc._handle(TP, route, msgs(0) + msgs(1, explode=True) + msgs(2))
+    proc._take(Fetched(TP, messages=msgs(0) + msgs(1, explode=True) + msgs(2)))
     assert consumer.performed == [0, 2]
     assert dead.sent == [("users.dlq", 1, "filter exploded")]
     assert proc.offsets.pending() == {TP: 3}
@@ -169,7 +170,7 @@ def test_raising_filter_dead_letters_that_message_only(setup) -> None:
 def test_raising_filter_with_kafka_down_holds_the_message(setup) -> None:
     proc, route, consumer, dead = setup
     dead.down = True
-    proc._handle(TP, route, msgs(0) + msgs(1, explode=True) + msgs(2))
+    proc._take(Fetched(TP, messages=msgs(0) + msgs(1, explode=True) + msgs(2)))
     assert consumer.performed == [0]
     assert proc.offsets.pending() == {TP: 1}
     assert proc.consumer.paused == {TP}
@@ -178,8 +179,8 @@ def test_raising_filter_with_kafka_down_holds_the_message(setup) -> None:
 def test_commit_only_named_partitions(setup) -> None:
     proc, route, _, _ = setup
     other = TopicPartition("users", 1)
-    proc._handle(TP, route, msgs(4))
-    proc._handle(other, route, [Params(topic="users", partition=1, offset=8, raw_payload=b"{}")])
+    proc._take(Fetched(TP, messages=msgs(4)))
+    proc._take(Fetched(other, messages=[Params(topic="users", partition=1, offset=8, raw_payload=b"{}")]))
     proc.commit([other])
     assert proc.consumer.commits() == [{other: OffsetAndMetadata(9, "", -1)}]
     assert proc.offsets.pending() == {TP: 5}

@@ -416,12 +416,17 @@ def test_an_unreadable_batch_holds_its_partition_and_is_fetched_again_now_and_th
     assert any("resumed users-0" in r.getMessage() for r in caplog.records)
 
 
+def down(route: object, messages: object) -> None:
+    raise ConnectionError("broker down")
+
+
 def test_a_failure_on_a_partition_held_for_earlier_messages_waits_for_that_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lst = Listener()
-    lst.proc._hold(TP, [Params(topic="users", partition=0, offset=3, raw_payload=b"{}")], "broker down", 1)
-    lst.proc._held[TP].retry_at = float("inf")
+    lst.proc._backoff = lambda attempts: float("inf")  # type: ignore[method-assign]
+    lst.proc.runtime.backend("inline").enqueue = down  # type: ignore[method-assign]
+    lst.tick(polled={TP: [record_at(TP, 3)]})  # broker down: held at 3
     lst.tick(failure_at(4, batch(plain(3, bad_at=0), base_offset=4)))
     assert lst.kafka.seeks == [] and lst.dead.sent == [] and lst.proc._held[TP].offset == 3
 

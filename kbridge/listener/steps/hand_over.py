@@ -1,0 +1,74 @@
+"""hand over: each run goes to the route's backend, which returns only once the hand-over is confirmed.
+
+On topics with automatically_mark_as_consumed=False (inline), perform()'s own
+mark_as_consumed() calls go straight to the offset tracker while it runs.
+
+When the backend cannot confirm (the Celery broker is down, say), everything before the
+first unconfirmed message goes on to be marked, and the partition is held there (rule 2);
+on resume only the runs not yet confirmed are handed over again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+from kafka import TopicPartition
+
+from ...consumer import collecting_marks
+from ...errors import EnqueueError
+from ...params import Params
+from ...routing import Route
+from .context import StepContext
+from .step import PartitionBatch, Step
+
+
+class HandOverStep(Step):
+    def __init__(self, context: StepContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def submit(self, batch: PartitionBatch) -> None:
+        assert batch.units is not None, "the hand-over step comes after the unit step"
+        ctx, route, tp = self.context, batch.route, batch.tp
+        backend = ctx.runtime.backend(route.backend)
+        started = time.monotonic()
+        handed = 0
+        try:
+            with self._manual_marks(route):
+                for unit in self._calls(route, batch):
+                    backend.enqueue(route, unit)
+                    handed += len(unit)
+        except Exception as exc:
+            confirmed = handed + (exc.confirmed if isinstance(exc, EnqueueError) else 0)
+            self._enqueued(tp, confirmed, started)
+            stopped_at = [m for unit in batch.units for m in unit][confirmed].offset
+            reason = f"{type(exc).__name__}: {exc}"
+            ctx.monitor.instrument("enqueue.failed", group_id=ctx.group_id, topic=tp.topic, partition=tp.partition,
+                                   offset=stopped_at, error=reason)
+            raise self.stop_at(batch, stopped_at, reason) from exc
+        self._enqueued(tp, handed, started)
+        self.forward(batch)
+
+    @staticmethod
+    def _calls(route: Route, batch: PartitionBatch) -> list[Sequence[Params]]:
+        """One backend call per run on capped batch routes; else every run in one call (one pipeline)."""
+        assert batch.units is not None
+        if route.batch_consuming and route.max_batch_size:
+            return list(batch.units)
+        everything = [m for unit in batch.units for m in unit]
+        return [everything] if everything else []
+
+    def _manual_marks(self, route: Route) -> AbstractContextManager[None]:
+        if route.automatically_mark_as_consumed:
+            return nullcontext()
+        offsets = self.context.offsets
+        return collecting_marks(lambda p: offsets.mark(TopicPartition(p.topic, p.partition), p.offset))
+
+    def _enqueued(self, tp: TopicPartition, count: int, started: float) -> None:
+        ctx = self.context
+        ctx.stats.enqueued += count
+        if count and ctx.monitor.listens("enqueue"):
+            ctx.monitor.instrument("enqueue", group_id=ctx.group_id, topic=tp.topic, partition=tp.partition,
+                                   messages=count, seconds=time.monotonic() - started)
