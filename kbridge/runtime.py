@@ -69,6 +69,10 @@ class Runtime:
             self._backends[name] = plugin.build(self)
         return self._backends[name]
 
+    def install_backend(self, name: str, backend: Backend) -> None:
+        """Use backend for routes of that name in this runtime (TestClient's in-memory one, say)."""
+        self._backends[name] = backend
+
     def runner(self, *, enforce_timeout: bool) -> PerformRunner:
         """The perform runner of this process. enforce_timeout: False where Celery enforces time limits."""
         if enforce_timeout not in self._runners:

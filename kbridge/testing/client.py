@@ -31,13 +31,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kafka import TopicPartition
+
 from .. import callbacks
-from ..consumer import BaseConsumer, collecting_marks
+from ..config import Settings
+from ..consumer import BaseConsumer
 from ..dlq import Failure, dead_letter_headers
 from ..errors import KBridgeError
 from ..interchange import from_wire, to_wire
+from ..listener.offsets import OffsetTracker
+from ..listener.processor import Stats
+from ..listener.steps import Chain, Fetched, PartitionBatch, Step, StepContext, build_chain
 from ..params import Params, ParamsBatch
 from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, Retry, Stage, build_runner
+from ..producer import Producer
+from ..runtime import Runtime
 
 if TYPE_CHECKING:
     from ..app import KBridge
@@ -110,6 +118,8 @@ class TestClient:
         self.dead_letters: list[DeadLetter] = []  # every dead letter of this client, in order
         self._next_offset: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, str, int], int] = {}  # (group_id, topic, partition) -> offset
+        self._listeners: dict[str, _GroupListener] = {}  # group name -> its chain and offsets
+        self._current: Result | None = None  # the publish in progress
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -147,13 +157,17 @@ class TestClient:
         result.callback_errors += callbacks.fire_all(
             callbacks.BEFORE_POLL, callbacks.per_consumer_class(group_routes, callbacks.BEFORE_POLL)
         )
-        if messages:
-            result.callback_errors += callbacks.fire(callbacks.AFTER_FETCH, route, ParamsBatch(messages))
-        accepted = [m for m in messages if self._accepts(route, m, result)]
-        with collecting_marks(result.marked.append):
-            for unit in route.units(accepted):
-                self._perform(route, ParamsBatch(self._over_the_wire(route, unit)), result)
-        result.committed = self._commit(route, partition, messages, result.marked)
+        listener = self._listener(route)
+        self._current = result
+        try:
+            hold = listener.chain.take(Fetched(TopicPartition(route.name, partition), messages=messages))
+        finally:
+            self._current = None
+        if hold is not None:  # the in-memory backend and dead-letter sink never refuse
+            raise KBridgeError(f"the listener's chain held {route.shadow}: {hold.reason}")
+        result.marked = [p for run in result.runs for p in run.consumer.marked
+                         if not route.automatically_mark_as_consumed]
+        result.committed = self._commit(listener, route, partition)
         result.callback_errors += callbacks.fire_all(
             callbacks.AFTER_POLL, callbacks.per_consumer_class(group_routes, callbacks.AFTER_POLL)
         )
@@ -202,26 +216,39 @@ class TestClient:
     def _group_routes(self, route: Route) -> list[Route]:
         return list(self.app.routes.groups[route.group_name].topics.values())
 
-    def _accepts(self, route: Route, message: Params, result: Result) -> bool:
-        """The listener's filter step: falsy filters, and raising ones dead-letter at once (attempts 1)."""
-        try:
-            accepted = route.consumer(route, ParamsBatch([message])).run_filters()
-        except Exception as exc:
-            self._dead_letter(route, message, exc, 1, result)
-            return False
-        if not accepted:
-            result.filtered.append(message)
-        return accepted
+    def _listener(self, route: Route) -> _GroupListener:
+        """The listener's own chain of steps for route's group, over this client's in-memory services."""
+        if route.group_name not in self._listeners:
+            group = self.app.routes.groups[route.group_name]
+            runtime = Runtime(settings=self._settings(), routes=self.app.routes, monitor=self.app.monitor,
+                              producer=self._producer(), dead_letters=_CapturingSink(self),
+                              perform_hooks=self.app.perform_hooks)
+            memory = _InMemoryBackend(self)
+            for name in {r.backend for r in group.topics.values()}:
+                runtime.install_backend(name, memory)
+            stats, offsets = Stats(), OffsetTracker()
+            context = StepContext(group.id, runtime, stats, offsets)
+            chain = build_chain(context, lambda name: group.topics[name], tail=[_Collect(self)])
+            self._listeners[route.group_name] = _GroupListener(chain, offsets)
+        return self._listeners[route.group_name]
 
-    def _commit(self, route: Route, partition: int, messages: list[Params], marked: list[Params]) -> int | None:
-        """Everything handled is committed; on a manual topic only up to the highest mark (Karafka-style)."""
+    def _settings(self) -> Settings:
+        if self.app.configured:
+            return self.app.settings
+        return Settings.build({"client_id": self.app.client_id, "kafka": {"bootstrap_servers": "in-memory"}})
+
+    def _producer(self) -> Producer:
+        """The app's producer; an app without Kafka settings gets one that says so when perform() produces."""
+        return self.app.producer if self.app.configured else Producer(self._settings(), factory=_no_kafka)
+
+    def _commit(self, listener: _GroupListener, route: Route, partition: int) -> int | None:
+        """What the listener would commit: every handled offset; on a manual topic only up to the highest mark."""
         key = (route.group_id, route.name, partition)
-        if route.automatically_mark_as_consumed:
-            candidates = [m.offset + 1 for m in messages]
-        else:
-            candidates = [m.offset + 1 for m in marked if m.partition == partition]
-        if candidates:
-            self._committed[key] = max(self._committed.get(key, 0), *candidates)
+        pending = listener.offsets.pending()
+        listener.offsets.committed(pending)
+        offset = pending.get(TopicPartition(route.name, partition))
+        if offset is not None:
+            self._committed[key] = max(self._committed.get(key, 0), offset)
         return self._committed.get(key)
 
     # -- the worker's part ---------------------------------------------------------------------
@@ -237,10 +264,8 @@ class TestClient:
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
         recorder = _AttemptRecorder()
-        sink = _CapturingSink(self, result)
-        producer = self.app.producer if self.app.configured else None
-        runner = build_runner(sink, hooks=self.app.perform_hooks, producer=producer, enforce_timeout=True,
-                              extra=[recorder])
+        runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks, producer=self._producer(),
+                              enforce_timeout=True, extra=[recorder])
         outcome = runner.run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None
@@ -249,15 +274,12 @@ class TestClient:
             result.performed.extend(batch)
 
     def _dead_letter(
-        self, route: Route, params: Params, error: BaseException | Failure, attempts: int, result: Result,
-        topic: str | None = None,
+        self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str
     ) -> None:
-        letter = DeadLetter(
-            topic or route.dead_letter_topic, params, error, attempts,
-            dead_letter_headers(params, error, attempts, route.group_id),
-        )
+        letter = DeadLetter(topic, params, error, attempts, dead_letter_headers(params, error, attempts, group_id))
         self.dead_letters.append(letter)
-        result.dead_lettered.append(letter)
+        if self._current is not None:
+            self._current.dead_lettered.append(letter)
 
 
 class _AttemptRecorder(Stage):
@@ -280,15 +302,57 @@ class _AttemptRecorder(Stage):
 class _CapturingSink:
     """Dead letters kept in memory with the headers kbridge would send; never produced."""
 
-    def __init__(self, client: TestClient, result: Result) -> None:
-        self.client, self.result = client, result
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
 
     def send(self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str) -> None:
-        route = self.result.route
-        self.client._dead_letter(route, params, error, attempts, self.result, topic)
+        self.client._dead_letter(topic, params, error, attempts, group_id)
 
     def send_unroutable(self, body: dict[str, Any], error: BaseException | Failure, task_id: str | None) -> str:
         raise KBridgeError(f"TestClient sends no task, so none is refused: {error}")
+
+
+class _InMemoryBackend:
+    """Stands in for every backend: each run goes through the task wire format (celery routes) and the runner."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
+        result = self.client._current
+        assert result is not None
+        for unit in route.units(messages):
+            self.client._perform(route, ParamsBatch(self.client._over_the_wire(route, unit)), result)
+
+    def housekeeping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _Collect(Step):
+    """The chain's last step here: what the filters rejected, and the after_fetch callbacks' errors."""
+
+    def __init__(self, client: TestClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def submit(self, batch: PartitionBatch) -> None:
+        result = self.client._current
+        assert result is not None
+        result.filtered.extend(batch.filtered)
+        result.callback_errors.extend(batch.callback_errors)
+
+
+@dataclass
+class _GroupListener:
+    chain: Chain
+    offsets: OffsetTracker
+
+
+def _no_kafka(**config: Any) -> Any:
+    raise KBridgeError("this app has no Kafka settings (KBridge(kafka=...)), so perform() cannot produce here")
 
 
 class _AtOnce:

@@ -13,5 +13,5 @@ from .step import PartitionBatch, Step
 class AfterFetchStep(Step):
     def submit(self, batch: PartitionBatch) -> None:
         if batch.messages and callbacks.declares(batch.route, callbacks.AFTER_FETCH):
-            callbacks.fire(callbacks.AFTER_FETCH, batch.route, ParamsBatch(batch.messages))
+            batch.callback_errors += callbacks.fire(callbacks.AFTER_FETCH, batch.route, ParamsBatch(batch.messages))
         self.forward(batch)

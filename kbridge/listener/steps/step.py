@@ -41,6 +41,7 @@ class PartitionBatch:
     accepted: list[Params] | None = None  # set by the filter step; None: not filtered yet
     filtered: list[Params] = field(default_factory=list)  # rejected on purpose by a filter
     units: list[Sequence[Params]] | None = None  # set by the unit step: one perform() run (task) each
+    callback_errors: list[Exception] = field(default_factory=list)  # what after_fetch callbacks raised (logged)
 
     def before(self, offset: int) -> PartitionBatch | None:
         """The part of this batch below offset: what was finished when the step stopped at offset (None: nothing)."""
