@@ -19,10 +19,11 @@ from kbridge.dlq import ATTEMPTS, ERROR_CLASS, ORIGIN_OFFSET, ORIGIN_PARTITION, 
 from kbridge.interchange import to_wire
 from kbridge.params import Params
 from kbridge.testing import processes
-from kbridge.testing.kafka import create_topics, produce, read_topic, wait_until
+from kbridge.testing.kafka import create_topics, produce, read_topic
 from kbridge.testing.services import KAFKA_ENV, KafkaService, RedisService, kafka_service
 
 from .conftest import PipelineRun
+from .test_worker_faults import run_listener
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +53,12 @@ def attempts(pipeline: PipelineRun, topic: str, offset: int) -> int:
     return int(pipeline.store().hget(f"{pipeline.run}:attempts:{topic}", f"0:{offset}") or 0)
 
 
-def with_listener(pipeline: PipelineRun, topic: str, until, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
-    listener = pipeline.listener(topic)
-    try:
-        wait_until(until, timeout, what=what, alive=[listener])
-    finally:
-        assert listener.stop() == 0, listener.log()[-3000:]
-
-
 def test_max_retries_5_makes_6_attempts_then_dead_letters(pipeline: PipelineRun, celery_worker: processes.Process
                                                           ) -> None:
     topic = pipeline.topic("retries5")
     pipeline.create(topic, 1)
     [offset] = pipeline.produce(topic, [b'{"n": 1}'])[0]
-    with_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
+    run_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
     dead = pipeline.dead_letters(topic, 1, timeout=60)
     counts("max-retries-5", 1, 0, len(dead), 1 - len(dead))
     print(f"[max-retries-5] attempts={attempts(pipeline, topic, offset)}")
@@ -82,7 +75,7 @@ def test_kafka_down_during_the_last_attempt_only_the_dead_letter_is_retried(
     pipeline.create(topic, 1)
     [offset] = pipeline.produce(topic, [b'{"n": 1}'])[0]
     store = pipeline.store()
-    with_listener(pipeline, topic, lambda: store.llen(f"{pipeline.run}:last-attempt:{topic}"),
+    run_listener(pipeline, topic, lambda: store.llen(f"{pipeline.run}:last-attempt:{topic}"),
                   "the last attempt to start")
     kafka = pipeline.kafka
     assert isinstance(kafka, KafkaService)
@@ -113,7 +106,7 @@ def test_a_record_near_kafkas_size_limit_that_fails_is_dead_lettered_and_points_
     value = json.dumps({"blob": "x" * (1_048_000 - 12)}).encode()
     assert len(value) == 1_048_000
     [offset] = pipeline.produce(topic, [value])[0]
-    with_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
+    run_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
     dead = pipeline.dead_letters(topic, 1, timeout=60)
     counts("huge-record", 1, 0, len(dead), 1 - len(dead))
     assert len(dead) == 1, celery_worker.log()[-3000:]
@@ -131,7 +124,7 @@ def test_repeated_header_names_reach_perform_and_the_dead_letter_in_order(
     pipeline.create(topic, 1)
     sent = [("dup", b"1"), ("dup", b"2"), ("other", b"x")]
     [offset] = produce(pipeline.kafka.bootstrap, topic, [b"{}"], headers=sent)[0]
-    with_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
+    run_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
     dead = pipeline.dead_letters(topic, 1, timeout=60)
     seen = [h.decode() for h in pipeline.store().lrange(f"{pipeline.run}:headers:{topic}:{offset}", 0, -1)]
     assert seen == ["dup=1", "dup=2", "other=x"]

@@ -25,6 +25,7 @@ from kbridge import dlq
 from kbridge.testing import processes
 from kbridge.testing.kafka import end_offsets, wait_until
 from kbridge.testing.processes import Process
+from tests.raw_headers import RawName
 
 from .conftest import PipelineRun
 from .kafka_wire import batch_codecs, produce_batch, record_batch
@@ -44,20 +45,6 @@ class Sent:
     value: bytes | None
     key: bytes | None
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-
-class RawName(str):
-    """A header name kafka-python's producer writes as these exact bytes, UTF-8 or not."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawName:
-        name = super().__new__(cls, raw.decode("latin-1"))
-        name.raw = raw
-        return name
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 @pytest.fixture(scope="module")

@@ -27,24 +27,11 @@ from kbridge.listener.salvage import Unreadable, read_batch
 from kbridge.listener.undecodable import Hold, Salvaged, plan
 from kbridge.params import Params, json_deserializer
 from kbridge.runtime import Runtime
+from tests.raw_headers import RawName
 
 TP = TopicPartition("users", 0)
 OTHER = TopicPartition("users", 1)
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
-
-
-class RawName(str):
-    """A header name that kafka-python's record builder writes as these exact bytes, UTF-8 or not."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawName:
-        name = super().__new__(cls, raw.decode("latin-1"))
-        name.raw = raw
-        return name
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 def batch(
