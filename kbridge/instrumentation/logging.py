@@ -1,7 +1,7 @@
 """Activity log lines from events, with the standard logging module (logger "kbridge.events").
 
 kbridge already logs every failure and state change itself (loggers kbridge.listener,
-kbridge.worker, kbridge.dlq, kbridge.glass): pauses, retries, dead letters, rebalances,
+kbridge.worker, kbridge.dlq, kbridge.perform): pauses, retries, dead letters, rebalances,
 signals. What those do not show is the steady work, and this listener adds it: at INFO,
 the lifecycle and one line per enqueued partition batch (never one per message, so a
 busy listener writes a few lines per poll, not thousands); at DEBUG, fetches, filtered
