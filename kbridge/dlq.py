@@ -54,7 +54,9 @@ PREVIEW_BYTES = 16 * 1024  # what a cut-down letter keeps of the value and of th
 # Kafka's default message.max.bytes is about 1 MB. The producer's own check must not refuse
 # what the broker might take, so the dead-letter producer allows more and lets Kafka decide.
 DEAD_LETTER_MAX_REQUEST_SIZE = 16 * 1024 * 1024
-UNFIXABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, InvalidTopicError)
+# UnicodeEncodeError: a header name that is not valid text (a lone surrogate from a task's JSON, say).
+UNFIXABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, InvalidTopicError,
+             UnicodeEncodeError)
 UNROUTABLE_SUFFIX = ".unroutable"
 
 
@@ -69,7 +71,11 @@ class Failure:
     def of(cls, error: BaseException | Failure) -> Failure:
         if isinstance(error, Failure):
             return error
-        return cls(f"{type(error).__module__}.{type(error).__qualname__}", str(error))
+        try:
+            message = str(error)
+        except Exception:  # an exception whose __str__ raises still gets its letter
+            message = repr(error.args)
+        return cls(f"{type(error).__module__}.{type(error).__qualname__}", message)
 
     @property
     def short_class(self) -> str:
@@ -103,7 +109,12 @@ def dead_letter_headers(
         ATTEMPTS: str(attempts),
         FAILED_AT: datetime.now(timezone.utc).isoformat(),
     }
-    return kept + [(k, v.encode("utf-8")) for k, v in ours.items()]
+    return kept + [(k, _text(v)) for k, v in ours.items()]
+
+
+def _text(value: str) -> bytes:
+    """kbridge's own header values: always encodable, whatever text an error message carries."""
+    return value.encode("utf-8", "backslashreplace")
 
 
 def _preview(raw: bytes | None) -> bytes | None:
@@ -174,10 +185,10 @@ class DeadLetters:
         topic = unroutable_topic(self.settings.client_id)
         value = json.dumps(body, default=repr).encode("utf-8")
         headers: HeaderList = [
-            (ERROR_CLASS, failure.error_class.encode("utf-8")),
-            (ERROR_MESSAGE, failure.message[:MAX_ERROR_MESSAGE].encode("utf-8")),
-            (TASK_ID, (task_id or "").encode("utf-8")),
-            (FAILED_AT, datetime.now(timezone.utc).isoformat().encode("utf-8")),
+            (ERROR_CLASS, _text(failure.error_class)),
+            (ERROR_MESSAGE, _text(failure.message[:MAX_ERROR_MESSAGE])),
+            (TASK_ID, _text(task_id or "")),
+            (FAILED_AT, _text(datetime.now(timezone.utc).isoformat())),
         ]
         kafka_topic = self.settings.topic_mapper.outgoing(topic)
         try:
@@ -195,7 +206,7 @@ class DeadLetters:
         note = (f"{type(cause).__name__}: value {_size(params.raw_payload)} bytes, key {_size(params.key)} bytes, "
                 f"{len(headers) - len(ours)} original header(s); kept the first {PREVIEW_BYTES} bytes of value "
                 "and key and no original header; the original is at the origin coordinates")
-        cut = [*ours, (TRUNCATED, note.encode("utf-8"))]
+        cut = [*ours, (TRUNCATED, _text(note))]
         log.warning("dead letter of %s-%d@%d refused by Kafka (%s); sending a cut-down copy",
                     params.topic, params.partition, params.offset, cause)
         value, key = _preview(params.raw_payload), _preview(params.key)
@@ -205,7 +216,7 @@ class DeadLetters:
             fallback = self.settings.topic_mapper.outgoing(unroutable_topic(self.settings.client_id))
             log.error("dead-letter topic %s refuses even a cut-down letter (%s); sending it to %s",
                       kafka_topic, exc, fallback)
-            return self._produce(fallback, value, key, [*cut, (INTENDED_TOPIC, kafka_topic.encode("utf-8"))])
+            return self._produce(fallback, value, key, [*cut, (INTENDED_TOPIC, _text(kafka_topic))])
 
     def _produce(self, kafka_topic: str, value: bytes | None, key: bytes | None, headers: HeaderList) -> str:
         future = self._get_producer().send(kafka_topic, value=value, key=key, headers=headers)

@@ -82,13 +82,6 @@ class Runtime:
             )
         return self._runners[enforce_timeout]
 
-    def connections(self) -> list[str]:
-        """What this runtime has opened: a swarm supervisor must fork before any of it exists."""
-        found = [f"backend {name!r}" for name in sorted(self._backends)]
-        if getattr(self.dead_letters, "has_producer", False):
-            found.append("a dead-letter KafkaProducer")
-        return found
-
     def close(self) -> None:
         """Flush and close what this process opened; the app's own producer is closed by its owner."""
         errors: list[BaseException] = []

@@ -40,8 +40,9 @@ class InlineBackend:
     def __init__(self, runner: PerformRunner) -> None:
         self.runner = runner
         self.scheduler = InlineScheduler()
-        # (topic, partition, first offset) -> the unit's offsets and its pending dead letter
-        self._pending: dict[tuple[str, int, int], tuple[list[int], DeadLetterPending]] = {}
+        # (route id, topic, partition, first offset) -> the unit's offsets and its pending dead letter. The
+        # route is part of the key: groups routing the same topic share this backend, never their outcomes.
+        self._pending: dict[tuple[str, str, int, int], tuple[list[int], DeadLetterPending]] = {}
 
     def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
         """One run per message (or per batch of at most max_batch_size); a run that could not even be
@@ -60,7 +61,7 @@ class InlineBackend:
 
     def _run(self, job: Job) -> None:
         first = job.batch[0]
-        key = (first.topic, first.partition, first.offset)
+        key = (job.route.route_id, first.topic, first.partition, first.offset)
         offsets = [p.offset for p in job.batch]
         remembered = self._pending.pop(key, None)
         try:

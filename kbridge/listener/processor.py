@@ -231,7 +231,7 @@ class GroupProcessor:
         assert self.consumer is not None
         previous = self._held.get(tp) or self._refetching.pop(tp, None)
         delay = self._backoff(attempts)
-        at = pending[0].batch.first_offset if pending else offset
+        at = pending[0].batch.start_offset if pending else offset
         assert at is not None
         self._held[tp] = _Held(at, pending, attempts, time.monotonic() + delay, reason)
         self.consumer.pause(tp)
@@ -271,7 +271,7 @@ class GroupProcessor:
             return  # paused where the client stopped, so it meets the batch again once the partition resumes
         route = self._route_of(tp.topic)
         step = undecodable.plan(failure, self._decoder.config, route.deserializer, time.time() * 1000.0)
-        if isinstance(step, undecodable.Hold):
+        if isinstance(step, undecodable.Wait):
             retried = self._refetching.get(tp)
             attempts = retried.attempts + 1 if retried is not None and retried.offset == step.offset else 1
             if attempts == 1:

@@ -34,7 +34,7 @@ class Salvaged:
 
 
 @dataclass(frozen=True)
-class Hold:
+class Wait:
     """The batch cannot be read or trusted: the partition waits at offset and is fetched again later."""
 
     offset: int
@@ -43,24 +43,24 @@ class Hold:
 
 def plan(
     failure: DecodeFailure, consumer_config: Mapping[str, Any], deserializer: Deserializer, receive_time_ms: float
-) -> Salvaged | Hold:
+) -> Salvaged | Wait:
     """Salvage the batch kafka-python failed on when kbridge can read it whole; else hold its partition."""
     error = describe(failure.error)
     if consumer_config.get("key_deserializer") or consumer_config.get("value_deserializer"):
-        return Hold(failure.offset, f"{error} (kafka settings set a key or value deserializer, so kbridge "
+        return Wait(failure.offset, f"{error} (kafka settings set a key or value deserializer, so kbridge "
                                     "cannot read this partition's records itself)")
     if failure.raw is None:
-        return Hold(failure.offset, error)
+        return Wait(failure.offset, error)
     tp = failure.tp
     try:
         batch = read_batch(failure.raw, tp.topic, tp.partition, failure.offset,
                            check_crc=consumer_config.get("check_crcs", True))
     except Unreadable as exc:
-        return Hold(failure.offset, str(exc))
+        return Wait(failure.offset, str(exc))
     if batch is None:
-        return Hold(failure.offset, error)
+        return Wait(failure.offset, error)
     if batch.transactional and consumer_config.get("isolation_level") == "read_committed":
-        return Hold(failure.offset, f"{error}; its batch is transactional and with read_committed only the "
+        return Wait(failure.offset, f"{error}; its batch is transactional and with read_committed only the "
                                     "Kafka client can tell whether the transaction committed")
     messages = [params_from_record(r, deserializer, receive_time_ms) for r in batch.records]
     refused = {r.offset: CorruptRecordError(r.problem) for r in batch.records if r.problem is not None}

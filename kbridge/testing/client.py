@@ -72,6 +72,7 @@ class Run:
     attempts: int
     errors: list[BaseException]  # one per failed attempt, as after_failure(exc) saw it
     dead_lettered: bool
+    attempt_consumers: list[BaseConsumer] = field(default_factory=list)  # every attempt's instance, in order
 
 
 @dataclass
@@ -165,8 +166,8 @@ class TestClient:
             self._current = None
         if hold is not None:  # the in-memory backend and dead-letter sink never refuse
             raise KBridgeError(f"the listener's chain held {route.shadow}: {hold.reason}")
-        result.marked = [p for run in result.runs for p in run.consumer.marked
-                         if not route.automatically_mark_as_consumed]
+        if not route.automatically_mark_as_consumed:
+            result.marked = [p for run in result.runs for consumer in run.attempt_consumers for p in consumer.marked]
         result.committed = self._commit(listener, route, partition)
         result.callback_errors += callbacks.fire_all(
             callbacks.AFTER_POLL, callbacks.per_consumer_class(group_routes, callbacks.AFTER_POLL)
@@ -269,7 +270,8 @@ class TestClient:
         outcome = runner.run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None
-        result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead))
+        result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead,
+                               attempt_consumers=recorder.consumers))
         if not dead:
             result.performed.extend(batch)
 
@@ -287,11 +289,14 @@ class _AttemptRecorder(Stage):
 
     def __init__(self) -> None:
         self.consumer: BaseConsumer | None = None
+        self.consumers: list[BaseConsumer] = []
         self.attempts = 0
         self.errors: list[BaseException] = []
 
     def around(self, job: Job) -> None:
         self.consumer, self.attempts = job.consumer, job.attempt
+        if job.consumer is not None:
+            self.consumers.append(job.consumer)
         return None
 
     def on_failure(self, job: Job, error: BaseException) -> Outcome | None:

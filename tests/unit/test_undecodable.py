@@ -24,7 +24,7 @@ from kbridge.listener import decoding, salvage
 from kbridge.listener.decoding import DecodeFailure, DecodeGuard, IncompatibleKafkaClient
 from kbridge.listener.processor import GroupProcessor
 from kbridge.listener.salvage import Unreadable, read_batch
-from kbridge.listener.undecodable import Hold, Salvaged, plan
+from kbridge.listener.undecodable import Salvaged, Wait, plan
 from kbridge.params import Params, json_deserializer
 from kbridge.runtime import Runtime
 from tests.raw_headers import RawName
@@ -203,7 +203,7 @@ def test_a_codec_without_its_library_is_a_failure_to_hold_not_a_crash(
     polled, [failure] = DecodeGuard(kafka_consumer).poll(0, 10)
     assert polled == {} and type(failure.error).__name__ == "UnsupportedCodecError"
     step = plan(failure, {}, json_deserializer, 0.0)
-    assert isinstance(step, Hold) and "zstd-compressed and no zstd library is installed" in step.reason
+    assert isinstance(step, Wait) and "zstd-compressed and no zstd library is installed" in step.reason
 
 
 def test_other_errors_are_raised_as_before(kafka_consumer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,7 +259,7 @@ def test_plan_salvages_a_readable_batch_and_refuses_only_the_undecodable_record(
 ], ids=["no-bytes", "crc", "kafka-deserializer", "read-committed"])
 def test_plan_holds_what_kbridge_cannot_read_whole(config: dict[str, Any], raw: bytes | None, why: str) -> None:
     step = plan(failure_at(0, raw), config, json_deserializer, 0.0)
-    assert isinstance(step, Hold) and step.offset == 0 and why in step.reason
+    assert isinstance(step, Wait) and step.offset == 0 and why in step.reason
 
 
 # -- the listener, with a stand-in guard ----------------------------------------------------------

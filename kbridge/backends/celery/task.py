@@ -21,6 +21,7 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown
 
 from ...dlq import Failure
@@ -112,7 +113,7 @@ class TaskRequest:
             raise WireError(f"route id must be a string, got {type(route_id).__name__}")
         unknown = sorted(set(kwargs) - {RESUME_KWARG})
         if unknown:
-            raise WireError(f"unknown keyword argument(s) {', '.join(unknown)}")
+            raise WireError(f"unknown keyword argument(s) {', '.join(map(repr, unknown))}")
         self.route: Route = runtime.routes.find(route_id)
         if not isinstance(messages, list) or not messages:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
@@ -150,7 +151,7 @@ class CeleryScheduler:
         self.task = task
 
     def perform_again(self, job: Job, retry: Retry) -> None:
-        raise self.task.retry(exc=retry.error, countdown=retry.countdown, max_retries=None) from retry.error
+        retry_task(self.task, exc=retry.error, countdown=retry.countdown)
 
     def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
         countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
@@ -158,9 +159,22 @@ class CeleryScheduler:
                   job, countdown, pending.tries + 1)
         resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
                   "tries": pending.tries + 1}
-        raise self.task.retry(
-            exc=pending.cause, countdown=countdown, max_retries=None, kwargs={RESUME_KWARG: resume}
-        ) from pending.cause
+        retry_task(self.task, exc=pending.cause, countdown=countdown, kwargs={RESUME_KWARG: resume})
+
+
+def retry_task(task: Any, **options: Any) -> None:
+    """Celery's retry: a new message with a countdown, this one acked. Never returns.
+
+    When the new message cannot be published (the broker blipped), Celery raises
+    Reject(requeue=False), which would drop this acks_late message; it is requeued instead,
+    so it runs again rather than not at all.
+    """
+    try:
+        raise task.retry(max_retries=None, **options)
+    except Reject as exc:
+        log.error("could not publish the retry of task %s (%s); requeueing it instead",
+                  getattr(task.request, "id", None), exc.reason)
+        raise Reject(exc.reason, requeue=True) from exc
 
 
 def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -192,7 +206,7 @@ def _refuse(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str
         countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, tries)
         log.error("could not write refused task %s to the unroutable topic: %s: %s; retrying in %.1fs",
                   task_id, type(exc).__name__, exc, countdown)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        retry_task(task, exc=exc, countdown=countdown)
 
 
 _closers: dict[tuple[int, str], ledger.Closer] = {}

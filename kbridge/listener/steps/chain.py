@@ -17,9 +17,8 @@ from .unit import UnitStep
 
 
 class Chain:
-    def __init__(self, head: RouteStep, steps: Sequence[Step]) -> None:
+    def __init__(self, head: RouteStep) -> None:
         self.head = head
-        self.steps = list(steps)
 
     def take(self, fetched: Fetched) -> Hold | None:
         """Run a fetched partition through every step; the hold a step asked for, if any."""
@@ -48,4 +47,4 @@ def build_chain(context: StepContext, route_of: Callable[[str], Route], tail: Se
     ]
     for step, after in zip(steps, steps[1:], strict=False):
         step.next = after
-    return Chain(RouteStep(context, route_of, steps[0]), steps)
+    return Chain(RouteStep(context, route_of, steps[0]))

@@ -32,18 +32,24 @@ class HandOverStep(Step):
     def submit(self, batch: PartitionBatch) -> None:
         assert batch.units is not None, "the hand-over step comes after the unit step"
         ctx, route, tp = self.context, batch.route, batch.tp
-        backend = ctx.runtime.backend(route.backend)
+        calls = self._calls(route, batch)
+        if not calls:
+            self.forward(batch)
+            return
         started = time.monotonic()
         handed = 0
         try:
+            backend = ctx.runtime.backend(route.backend)  # a plugin that fails to build holds, like a failed enqueue
             with self._manual_marks(route):
-                for unit in self._calls(route, batch):
+                for unit in calls:
                     backend.enqueue(route, unit)
                     handed += len(unit)
         except Exception as exc:
+            everything = [m for unit in batch.units for m in unit]
             confirmed = handed + (exc.confirmed if isinstance(exc, EnqueueError) else 0)
+            confirmed = min(confirmed, len(everything) - 1)  # a backend over-reporting never skips ahead
             self._enqueued(tp, confirmed, started)
-            stopped_at = [m for unit in batch.units for m in unit][confirmed].offset
+            stopped_at = everything[confirmed].offset
             reason = f"{type(exc).__name__}: {exc}"
             ctx.monitor.instrument("enqueue.failed", group_id=ctx.group_id, topic=tp.topic, partition=tp.partition,
                                    offset=stopped_at, error=reason)

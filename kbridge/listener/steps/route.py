@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ...interchange import params_from_record
 from ...routing import Route
-from ..steps.context import StepContext
+from .context import StepContext
 from .step import Fetched, PartitionBatch, Step
 
 

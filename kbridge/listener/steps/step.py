@@ -55,6 +55,7 @@ class PartitionBatch:
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset < offset],
             filtered=[m for m in self.filtered if m.offset < offset],
             units=None if self.units is None else _units(self.units, lambda o: o < offset),
+            callback_errors=list(self.callback_errors),
         )
 
     def from_(self, offset: int) -> PartitionBatch:
@@ -67,11 +68,8 @@ class PartitionBatch:
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset >= offset],
             filtered=[m for m in self.filtered if m.offset >= offset],
             units=None if self.units is None else _units(self.units, lambda o: o >= offset),
+            callback_errors=[],
         )
-
-    @property
-    def first_offset(self) -> int:
-        return self.start_offset
 
     def __repr__(self) -> str:
         return f"<PartitionBatch {self.tp.topic}-{self.tp.partition} {len(self.messages)} up to {self.last_offset}>"
@@ -123,10 +121,6 @@ class Hold(KBridgeError):
         super().__init__(reason)
         self.pending = pending
         self.reason = reason
-
-    @property
-    def offset(self) -> int:
-        return self.pending[0].batch.first_offset
 
     def then(self, step: Step, rest: PartitionBatch) -> Hold:
         """This hold, followed by rest still to do at step: a step that was itself stopped downstream."""
