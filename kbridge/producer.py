@@ -22,10 +22,9 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -307,13 +306,19 @@ def register_app(app: KBridge) -> None:
     _default_app = weakref.ref(app)
 
 
-@contextmanager
-def producing_with(producer: Producer) -> Iterator[None]:
-    token = _performing.set(producer)
-    try:
-        yield
-    finally:
-        _performing.reset(token)
+class producing_with:  # noqa: N801  (used like a contextmanager function)
+    """Inside this block, produce() and respond_with() send through producer. Entered once per perform()."""
+
+    __slots__ = ("producer", "token")
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+
+    def __enter__(self) -> None:
+        self.token = _performing.set(self.producer)
+
+    def __exit__(self, *exc: object) -> None:
+        _performing.reset(self.token)
 
 
 def current_producer() -> Producer:

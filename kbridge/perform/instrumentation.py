@@ -28,5 +28,8 @@ class InstrumentationStage(Stage):
             raise
         self.monitor.instrument("perform.finished", **where, attempt=job.attempt, seconds=time.monotonic() - started)
 
-    def around(self, job: Job) -> AbstractContextManager[object]:
+    def around(self, job: Job) -> AbstractContextManager[object] | None:
+        listens = self.monitor.listens
+        if not (listens("perform.started") or listens("perform.finished") or listens("perform.failed")):
+            return None  # nobody listens: no payloads built, no clock read, per task
         return self._observed(job)

@@ -8,8 +8,7 @@ retry policy then judges.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 
 from ..consumer import BaseConsumer
 from .job import Job
@@ -18,16 +17,24 @@ from .stage import Stage
 log = logging.getLogger("kbridge.perform")
 
 
-@contextmanager
-def calling_after_failure(consumer: BaseConsumer) -> Iterator[None]:
-    try:
-        yield
-    except BaseException as exc:
-        try:
-            consumer.after_failure(exc)
-        except Exception:
-            log.exception("%s.after_failure raised while handling %r", type(consumer).__name__, exc)
-        raise
+class calling_after_failure:  # noqa: N801  (used like a contextmanager function)
+    """A plain class rather than @contextmanager: it is entered once per perform() attempt."""
+
+    __slots__ = ("consumer",)
+
+    def __init__(self, consumer: BaseConsumer) -> None:
+        self.consumer = consumer
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            try:
+                self.consumer.after_failure(exc)
+            except Exception:
+                log.exception("%s.after_failure raised while handling %r", type(self.consumer).__name__, exc)
+        # returning None: the original error goes on to the retry policy
 
 
 class ReentrancyStage(Stage):

@@ -111,7 +111,7 @@ class TaskRequest:
         route_id, messages = args
         if not isinstance(route_id, str):
             raise WireError(f"route id must be a string, got {type(route_id).__name__}")
-        unknown = sorted(set(kwargs) - {RESUME_KWARG})
+        unknown = sorted(set(kwargs) - {RESUME_KWARG}) if kwargs else ()
         if unknown:
             raise WireError(f"unknown keyword argument(s) {', '.join(map(repr, unknown))}")
         self.route: Route = runtime.routes.find(route_id)
@@ -119,15 +119,18 @@ class TaskRequest:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
         if not self.route.batch_consuming and len(messages) != 1:
             raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
-        batch = ParamsBatch([from_wire(m, self.route.deserializer) for m in messages])
+        rebuilt = [from_wire(m, self.route.deserializer) for m in messages]
         expected = runtime.settings.topic_mapper.outgoing(self.route.name)
-        first = batch[0]
-        for params in batch:
+        first = rebuilt[0]
+        previous = -1
+        for params in rebuilt:
             if params.topic != expected or params.partition != first.partition:
                 raise WireError(f"message {params!r} is not of {expected}-{first.partition}, which route "
                                 f"{route_id!r} consumes")
-        if any(b.offset <= a.offset for a, b in zip(batch, batch[1:], strict=False)):
-            raise WireError("messages of one task must be in increasing offset order")
+            if params.offset <= previous:
+                raise WireError("messages of one task must be in increasing offset order")
+            previous = params.offset
+        batch = ParamsBatch(rebuilt)
         self.batch = batch
         self.resume = _resume(kwargs.get(RESUME_KWARG), len(batch)) if RESUME_KWARG in kwargs else None
 
