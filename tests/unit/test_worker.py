@@ -231,3 +231,12 @@ def test_forged_tasks_never_run_and_go_whole_to_the_unroutable_topic(
     [(body, error, _)] = dead.unroutable
     assert problem in str(error)
     assert body["args"] == list(args) and body["kwargs"] == kwargs
+
+
+def test_a_batch_larger_than_the_routes_max_batch_size_is_refused() -> None:
+    app, consumer = make_app(batch_consuming=True, max_batch_size=2)
+    dead = FakeDeadLetters(app)
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2), wire(3)])
+    assert consumer.seen == [] and "at most 2 messages per task" in str(dead.unroutable[0][1])
+    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2)])
+    assert [[p.offset for p in batch] for _, batch in consumer.seen] == [[1, 2]]

@@ -119,6 +119,9 @@ class TaskRequest:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
         if not self.route.batch_consuming and len(messages) != 1:
             raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
+        if self.route.max_batch_size is not None and len(messages) > self.route.max_batch_size:
+            raise WireError(f"route {route_id!r} takes at most {self.route.max_batch_size} messages per task "
+                            f"(max_batch_size), got {len(messages)}")
         rebuilt = [from_wire(m, self.route.deserializer) for m in messages]
         expected = runtime.settings.topic_mapper.outgoing(self.route.name)
         first = rebuilt[0]
