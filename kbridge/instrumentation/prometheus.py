@@ -168,15 +168,39 @@ class MetricsServer:
         self._httpd.server_close()
 
 
-def serve(registry: CollectorRegistry, port: int, addr: str = DEFAULT_ADDR) -> MetricsServer:
-    """Serve registry on addr:port; port 0 picks a free one (see .port)."""
+IDLE_TIMEOUT = 5.0  # seconds a connection may stay silent before it is closed (as the health server)
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = DEFAULT_ADDR,
+          idle_timeout: float = IDLE_TIMEOUT) -> MetricsServer:
+    """Serve registry on addr:port; port 0 picks a free one (see .port).
+
+    prometheus_client's own server keeps a thread per open connection for as long as the
+    peer likes; this one closes a connection that sends nothing within idle_timeout.
+    """
     _require()
-    from prometheus_client import start_http_server
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Handler(WSGIRequestHandler):
+        timeout = idle_timeout
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None  # scrapes are not worth a log line each
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
 
     try:
-        httpd, thread = start_http_server(port, addr, registry=registry)
+        httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
     except OSError as exc:
         raise KBridgeError(f"cannot serve metrics on {addr}:{port}: {exc}") from None
+    thread = threading.Thread(target=httpd.serve_forever, name="kbridge-metrics", daemon=True)
+    thread.start()
     return MetricsServer(int(httpd.server_address[1]), httpd, thread)
 
 

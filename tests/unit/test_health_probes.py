@@ -263,3 +263,26 @@ def test_cli_passes_the_hosts_to_the_listener(monkeypatch: pytest.MonkeyPatch) -
     result = CliRunner().invoke(kbridge_cli, ["listen"], obj=app, env={"KBRIDGE_HEALTH_HOST": "0.0.0.0"})
     assert isinstance(result.exception, Stop)
     assert seen["metrics_host"] is None and seen["health_host"] == "0.0.0.0"  # None: the settings decide
+
+
+def test_the_metrics_server_closes_idle_connections_too() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from kbridge.instrumentation.prometheus import serve
+
+    server = serve(CollectorRegistry(), 0, "127.0.0.1", idle_timeout=0.5)
+    try:
+        before = handler_threads()
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            conn.settimeout(5)
+            started = time.monotonic()
+            assert conn.recv(1024) == b""  # closed by the server, having received nothing
+            assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 5
+        while handler_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handler_threads() == before
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
+            assert reply.status == 200  # and it still serves scrapes
+    finally:
+        server.close()
