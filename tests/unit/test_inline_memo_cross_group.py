@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from kafka import TopicPartition
-
 from kbridge import BaseConsumer, KBridge
 from kbridge.listener.processor import GroupProcessor
 from kbridge.listener.steps import Fetched
 from kbridge.params import Params
 from kbridge.runtime import Runtime
 
-TP = TopicPartition("users", 0)
-
-
-class FakeKafkaConsumer:
-    def __init__(self): self.paused = set()
-    def pause(self, *tps): self.paused.update(tps)
-    def resume(self, *tps): self.paused.difference_update(tps)
-    def commit(self, offsets): pass
+from .test_processor import TP, FakeKafkaConsumer
 
 
 class Sink:

@@ -6,7 +6,6 @@ import threading
 from typing import Any
 
 from celery import Celery
-from kafka import TopicPartition
 
 from kbridge import BaseConsumer, KBridge, before_enqueue
 from kbridge.backends.celery.task import run_task
@@ -19,8 +18,9 @@ from kbridge.params import Params
 from kbridge.runtime import Runtime
 from tests.unit.test_producer import FakeKafkaProducer
 
+from .test_processor import TP, FakeKafkaConsumer
+
 KAFKA = {"bootstrap_servers": "x:1"}
-TP = TopicPartition("users", 0)
 
 
 def real_dead_letters() -> tuple[DeadLetters, FakeKafkaProducer]:
@@ -28,14 +28,6 @@ def real_dead_letters() -> tuple[DeadLetters, FakeKafkaProducer]:
     dead = DeadLetters(Settings.build({"client_id": "shop", "kafka": KAFKA}))
     dead._get_producer = lambda: fake  # type: ignore[method-assign]
     return dead, fake
-
-
-class FakeKafkaConsumer:
-    def __init__(self) -> None:
-        self.paused: set[TopicPartition] = set()
-    def pause(self, *tps): self.paused.update(tps)
-    def resume(self, *tps): self.paused.difference_update(tps)
-    def commit(self, offsets): pass
 
 
 class Named(BaseConsumer):
