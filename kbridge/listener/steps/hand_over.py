@@ -1,24 +1,22 @@
-"""hand over: each run goes to the route's backend, which returns only once the hand-over is confirmed.
+"""hand over: each call the unit step planned goes to the route's backend, which returns only once it is confirmed.
 
 On topics with automatically_mark_as_consumed=False (inline), perform()'s own
 mark_as_consumed() calls go straight to the offset tracker while it runs.
 
 When the backend cannot confirm (the Celery broker is down, say), everything before the
 first unconfirmed message goes on to be marked, and the partition is held there (rule 2);
-on resume only the runs not yet confirmed are handed over again.
+on resume only what was not yet confirmed is handed over again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 from kafka import TopicPartition
 
 from ...consumer import collecting_marks
 from ...errors import EnqueueError
-from ...params import Params
 from ...routing import Route
 from .context import StepContext
 from .step import PartitionBatch, Step
@@ -30,22 +28,21 @@ class HandOverStep(Step):
         self.context = context
 
     def submit(self, batch: PartitionBatch) -> None:
-        assert batch.units is not None, "the hand-over step comes after the unit step"
-        ctx, route, tp = self.context, batch.route, batch.tp
-        calls = self._calls(route, batch)
-        if not calls:
+        assert batch.handovers is not None, "the hand-over step comes after the unit step"
+        if not batch.handovers:
             self.forward(batch)
             return
+        ctx, route, tp = self.context, batch.route, batch.tp
         started = time.monotonic()
         handed = 0
         try:
             backend = ctx.runtime.backend(route.backend)  # a plugin that fails to build holds, like a failed enqueue
             with self._manual_marks(route):
-                for unit in calls:
-                    backend.enqueue(route, unit)
-                    handed += len(unit)
+                for call in batch.handovers:
+                    backend.enqueue(route, call)
+                    handed += len(call)
         except Exception as exc:
-            everything = [m for unit in batch.units for m in unit]
+            everything = [m for call in batch.handovers for m in call]
             confirmed = handed + (exc.confirmed if isinstance(exc, EnqueueError) else 0)
             confirmed = min(confirmed, len(everything) - 1)  # a backend over-reporting never skips ahead
             self._enqueued(tp, confirmed, started)
@@ -56,15 +53,6 @@ class HandOverStep(Step):
             raise self.stop_at(batch, stopped_at, reason) from exc
         self._enqueued(tp, handed, started)
         self.forward(batch)
-
-    @staticmethod
-    def _calls(route: Route, batch: PartitionBatch) -> list[Sequence[Params]]:
-        """One backend call per run on capped batch routes; else every run in one call (one pipeline)."""
-        assert batch.units is not None
-        if route.batch_consuming and route.max_batch_size:
-            return list(batch.units)
-        everything = [m for unit in batch.units for m in unit]
-        return [everything] if everything else []
 
     def _manual_marks(self, route: Route) -> AbstractContextManager[None]:
         if route.automatically_mark_as_consumed:

@@ -40,7 +40,7 @@ class PartitionBatch:
     refused: dict[int, BaseException] = field(default_factory=dict)
     accepted: list[Params] | None = None  # set by the filter step; None: not filtered yet
     filtered: list[Params] = field(default_factory=list)  # rejected on purpose by a filter
-    units: list[Sequence[Params]] | None = None  # set by the unit step: one perform() run (task) each
+    handovers: list[Sequence[Params]] | None = None  # set by the unit step: one backend call each
     callback_errors: list[Exception] = field(default_factory=list)  # what after_fetch callbacks raised (logged)
 
     def before(self, offset: int) -> PartitionBatch | None:
@@ -54,7 +54,7 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o < offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset < offset],
             filtered=[m for m in self.filtered if m.offset < offset],
-            units=None if self.units is None else _units(self.units, lambda o: o < offset),
+            handovers=None if self.handovers is None else _split(self.handovers, lambda o: o < offset),
             callback_errors=list(self.callback_errors),
         )
 
@@ -67,7 +67,7 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o >= offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset >= offset],
             filtered=[m for m in self.filtered if m.offset >= offset],
-            units=None if self.units is None else _units(self.units, lambda o: o >= offset),
+            handovers=None if self.handovers is None else _split(self.handovers, lambda o: o >= offset),
             callback_errors=[],
         )
 
@@ -75,8 +75,8 @@ class PartitionBatch:
         return f"<PartitionBatch {self.tp.topic}-{self.tp.partition} {len(self.messages)} up to {self.last_offset}>"
 
 
-def _units(units: list[Sequence[Params]], keep: Any) -> list[Sequence[Params]]:
-    kept = [[m for m in unit if keep(m.offset)] for unit in units]
+def _split(calls: list[Sequence[Params]], keep: Any) -> list[Sequence[Params]]:
+    kept = [[m for m in unit if keep(m.offset)] for unit in calls]
     return [unit for unit in kept if unit]
 
 

@@ -1,7 +1,10 @@
-"""unit: accepted messages become perform() runs, each one task: one per message, or batches of a partition.
+"""unit: how the accepted messages are handed over, each hand-over call confirmed on its own.
 
-With batch_consuming, the whole polled batch of the partition is one run, or runs of at
-most max_batch_size.
+The backend turns what it is handed into perform() runs (tasks): one per message, or one per
+batch with batch_consuming. With max_batch_size, each capped run is its own call, so a
+failure stops at a run's boundary; otherwise everything goes in one call (one Redis
+pipeline), and the backend splits it. The runs are not built here as well: on the hot path
+that would make every message's task twice.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from .step import PartitionBatch, Step
 
 class UnitStep(Step):
     def submit(self, batch: PartitionBatch) -> None:
-        if batch.units is None:
+        if batch.handovers is None:
             assert batch.accepted is not None, "the unit step comes after the filter step"
-            batch.units = batch.route.units(batch.accepted) if batch.accepted else []
+            route, accepted = batch.route, batch.accepted
+            if not accepted:
+                batch.handovers = []
+            elif route.batch_consuming and route.max_batch_size:
+                batch.handovers = route.units(accepted)
+            else:
+                batch.handovers = [accepted]
         self.forward(batch)
