@@ -28,6 +28,7 @@ class Scheduler(Protocol):
 class PerformRunner:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
+        self._dead_letter = next((s for s in self.stages if isinstance(s, DeadLetterStage)), None)
 
     def attempt(self, job: Job) -> Outcome:
         """One perform() inside every stage's around(), outermost first; on failure, the first deciding stage."""
@@ -72,7 +73,6 @@ class PerformRunner:
         return outcome
 
     def _dead_letter_stage(self) -> DeadLetterStage:
-        for stage in self.stages:
-            if isinstance(stage, DeadLetterStage):
-                return stage
-        raise LookupError("this runner has no dead-letter stage")
+        if self._dead_letter is None:
+            raise LookupError("this runner has no dead-letter stage")
+        return self._dead_letter

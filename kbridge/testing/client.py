@@ -43,7 +43,7 @@ from ..listener.offsets import OffsetTracker
 from ..listener.processor import Stats
 from ..listener.steps import Chain, Fetched, PartitionBatch, Step, StepContext, build_chain
 from ..params import Params, ParamsBatch
-from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, Retry, Stage, build_runner
+from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, PerformRunner, Retry, Stage, build_runner
 from ..producer import Producer
 from ..runtime import Runtime
 
@@ -121,6 +121,9 @@ class TestClient:
         self._committed: dict[tuple[str, str, int], int] = {}  # (group_id, topic, partition) -> offset
         self._listeners: dict[str, _GroupListener] = {}  # group name -> its chain and offsets
         self._current: Result | None = None  # the publish in progress
+        self._recorder = _AttemptRecorder()
+        self._runner: PerformRunner | None = None  # the worker's runner, built on first use
+        self._runner_producer: Producer | None = None
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -264,10 +267,14 @@ class TestClient:
 
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
-        recorder = _AttemptRecorder()
-        runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks, producer=self._producer(),
-                              enforce_timeout=True, extra=[recorder])
-        outcome = runner.run(Job(route, batch), _AtOnce())
+        producer = self._producer()
+        if self._runner is None or self._runner_producer is not producer:  # the app may be configured later
+            self._runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks,
+                                        producer=producer, enforce_timeout=True, extra=[self._recorder])
+            self._runner_producer = producer
+        recorder = self._recorder
+        recorder.reset()
+        outcome = self._runner.run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None
         result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead,
@@ -288,6 +295,10 @@ class _AttemptRecorder(Stage):
     """Keeps each attempt's consumer and error, for Run."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Before each run: what follows is that run's."""
         self.consumer: BaseConsumer | None = None
         self.consumers: list[BaseConsumer] = []
         self.attempts = 0
