@@ -102,8 +102,9 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s [%(name)s] %(message)s", stream=sys.stderr
     )
-    # kafka-python narrates every connection at INFO; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from .instrumentation.logging import quiet_kafka_client
+
+    quiet_kafka_client(logging.getLogger().level)  # kbridge's state lines say it once; --log-level DEBUG shows all
 
 
 @main.command()

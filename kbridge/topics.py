@@ -58,7 +58,10 @@ def create_topics(settings: Settings, names: list[str], partitions: int, replica
         # A one-off command: fail within seconds rather than kafka-python's 30 s, unless the app says otherwise.
         admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **admin_config(settings)})
     except KafkaError as exc:
-        raise KBridgeError(f"cannot reach Kafka at {settings.kafka.get('bootstrap_servers')!r}: {exc}") from exc
+        raise KBridgeError(
+            f"cannot reach Kafka at {settings.kafka.get('bootstrap_servers')!r}: {exc}; is it running? "
+            "For local development `kbridge dev` starts one (pip install 'kbridge[embedded]')"
+        ) from exc
     result = TopicsResult()
     try:
         existing = set(admin.list_topics())

@@ -43,6 +43,10 @@ EVENTS: dict[str, str] = {
     "rebalance.revoked": "group_id, partitions",
     "kafka.lost": "group_id, error (the running listener lost its Kafka brokers)",
     "kafka.restored": "group_id (the listener reaches Kafka again)",
+    # Listener states (logged by kbridge.instrumentation.logging's STATE_LINES)
+    "kafka.waiting": "group_id, servers, error (no broker reachable yet; the listener retries with backoff)",
+    "kafka.connected": "group_id, servers (the listener's consumer reached Kafka)",
+    "assignment.waiting": "group_id, topics (subscribed; waiting for the group to assign partitions)",
     "partition.held": "group_id, topic, partition, offset, reason",
     "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
     "swarm.supervisor.started": "pid, nodes (count)",

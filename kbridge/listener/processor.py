@@ -107,7 +107,7 @@ class GroupProcessor:
             if isinstance(self.consumer, KafkaConsumer):  # a stand-in (tests) has no fetcher to guard
                 self._decoder = DecodeGuard(self.consumer)
             self.consumer.subscribe(topics=list(subscription), listener=_Rebalance(self))
-            log.info("consumer group %s listening to %s", self.group.id, ", ".join(self.group.topics))
+            self.monitor.instrument("assignment.waiting", group_id=self.group.id, topics=list(subscription))
             while not self.stop.is_set():
                 self.tick()
         finally:
@@ -172,23 +172,21 @@ class GroupProcessor:
     def _connect_with_backoff(self) -> KafkaConsumer | None:
         """Kafka down at start is a state to wait out with backoff, not a crash loop."""
         attempts = 0
+        servers = self.runtime.settings.kafka.get("bootstrap_servers")
         while not self.stop.is_set():
             try:
                 consumer = self._connect()
             except (KafkaTimeoutError, KafkaConnectionError) as exc:
                 attempts += 1
                 delay = self._backoff(attempts)
+                error = f"{type(exc).__name__}: {exc}"
                 self.monitor.instrument("connect.failed", group_id=self.group.id, attempts=attempts, delay=delay,
-                                        error=f"{type(exc).__name__}: {exc}")
-                if attempts == 1 or attempts % 10 == 0:
-                    log.warning(
-                        "consumer group %s: no Kafka broker reachable at %s (attempt %d); retrying in %.1fs",
-                        self.group.id, self.runtime.settings.kafka.get("bootstrap_servers"), attempts, delay,
-                    )
+                                        error=error)
+                if attempts == 1:  # one state line; connect.failed counts the attempts
+                    self.monitor.instrument("kafka.waiting", group_id=self.group.id, servers=servers, error=error)
                 self.stop.wait(delay)
                 continue
-            if attempts:
-                log.warning("consumer group %s: Kafka reachable again after %d attempt(s)", self.group.id, attempts)
+            self.monitor.instrument("kafka.connected", group_id=self.group.id, servers=servers)
             return consumer
         return None
 
@@ -344,13 +342,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         if revoked:
-            log.info("group %s: partitions revoked: %s", self.processor.group.id, _names(revoked))
             self.processor.on_revoked(revoked)
             self.processor.monitor.instrument("rebalance.revoked", group_id=self.processor.group.id,
                                               partitions=_pairs(revoked))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("group %s: partitions assigned: %s", self.processor.group.id, _names(assigned) or "none")
         # Emitted even when empty: the member joined the group (a listener past the partition count gets none).
         self.processor.monitor.instrument("rebalance.assigned", group_id=self.processor.group.id,
                                           partitions=_pairs(assigned))
@@ -358,8 +354,3 @@ class _Rebalance(ConsumerRebalanceListener):
 
 def _pairs(tps: Sequence[TopicPartition]) -> list[tuple[str, int]]:
     return [(tp.topic, tp.partition) for tp in sorted(tps)]
-
-
-def _names(tps: Sequence[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
-
