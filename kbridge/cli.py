@@ -273,6 +273,49 @@ def install(directory: Path, package: str, topic: str) -> None:
     click.echo(f"\nShow the routing at any time: kbridge flow --app {made.app_spec}")
 
 
+@main.command()
+@click.option("--kafka-port", type=click.IntRange(1, 65535), default=9092, show_default=True,
+              help="Port of the local Kafka-protocol broker (Tansu, in memory).")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=6379, show_default=True,
+              help="Port of the local Redis, the Celery broker.")
+@click.option("--topics-from", "topics_app", default=None, metavar="MODULE:ATTR",
+              help="Create this app's routed topics and their dead-letter topics once the broker is up.")
+@click.option("--partitions", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Partitions of each topic --topics-from creates.")
+def dev(kafka_port: int, redis_port: int, topics_app: str | None, partitions: int) -> None:
+    """Run a local Kafka and Redis for development, until Ctrl-C (needs kbridge[embedded]).
+
+    Nothing is stored on disk: topics and messages are gone once it stops.
+    """
+    from . import dev as devserver
+    from .topics import create_topics, routed_topics
+
+    app = _load(topics_app) if topics_app else None  # a broken app is reported before anything starts
+    try:
+        services = devserver.start(kafka_port, redis_port)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if app is not None:
+            names = routed_topics(_groups(app, ""))
+            made = create_topics(app.settings, names, partitions, 1, bootstrap=services.bootstrap_servers)
+            click.echo(f"Topics of {app.client_id}: created {', '.join(made.created) or 'none'}; "
+                       f"already there {', '.join(made.existing) or 'none'}")
+        click.echo(f"Kafka (Tansu, in memory)  {services.bootstrap_servers}   log: {services.kafka.log_path}")
+        click.echo(f"Redis (Celery broker)     {services.broker_url}   log: {services.redis.log_path}")
+        click.echo("\nUse these settings in the app's shells (an app made by `kbridge install` reads them):")
+        click.echo("  export " + " ".join(f"{k}={v}" for k, v in services.exports.items()))
+        click.echo("\nRunning; Ctrl-C stops both (topics and messages are not kept).", nl=True)
+        died = devserver.run_until_stopped(services, lambda name: click.echo(f"{name} received: stopping"))
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.stop()
+    if died is not None:
+        raise click.ClickException(died)
+    click.echo("Stopped Kafka and Redis.")
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics of the routes."""

@@ -51,15 +51,21 @@ def kafka_names(settings: Settings, names: Iterable[str]) -> list[str]:
     return [settings.topic_mapper.outgoing(n) for n in names]
 
 
-def create_topics(settings: Settings, names: list[str], partitions: int, replication_factor: int) -> TopicsResult:
-    """Create the missing topics (logical names, mapped here); existing ones are never altered or deleted."""
+def create_topics(settings: Settings, names: list[str], partitions: int, replication_factor: int,
+                  bootstrap: str | None = None) -> TopicsResult:
+    """Create the missing topics (logical names, mapped here); existing ones are never altered or deleted.
+
+    bootstrap: a plaintext broker to use instead of the app's (kbridge dev's local one).
+    """
     names = kafka_names(settings, names)
+    config = admin_config(settings) if bootstrap is None else {"client_id": settings.client_id,
+                                                                "bootstrap_servers": bootstrap}
     try:
         # A one-off command: fail within seconds rather than kafka-python's 30 s, unless the app says otherwise.
-        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **admin_config(settings)})
+        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **config})
     except KafkaError as exc:
         raise KBridgeError(
-            f"cannot reach Kafka at {settings.kafka.get('bootstrap_servers')!r}: {exc}; is it running? "
+            f"cannot reach Kafka at {config.get('bootstrap_servers')!r}: {exc}; is it running? "
             "For local development `kbridge dev` starts one (pip install 'kbridge[embedded]')"
         ) from exc
     result = TopicsResult()

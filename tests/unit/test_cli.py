@@ -198,6 +198,7 @@ def test_install_writes_the_package_and_prints_next_steps(tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "shop_events").iterdir()) == sorted(FILES)
     commands = re.findall(r"^ {5}\$ (.+)$", out, re.M)
     assert commands == [
+        "kbridge dev",
         f"cd {tmp_path.resolve()}",
         "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 CELERY_BROKER_URL=redis://127.0.0.1:6379/0",
         "kbridge topics create --app shop_events:kbridge_app --partitions 3",
@@ -213,7 +214,7 @@ def test_install_in_the_current_directory_needs_no_cd(tmp_path: Path, monkeypatc
     code, out = run("install")
     assert code == 0, out
     assert (tmp_path / "kafka_app" / "routes.py").is_file()
-    assert re.findall(r"^ {5}\$ (\S+)", out, re.M) == ["export", "kbridge", "celery", "kbridge", "python"]
+    assert re.findall(r"^ {5}\$ (\S+)", out, re.M) == ["kbridge", "export", "kbridge", "celery", "kbridge", "python"]
 
 
 def test_the_scaffolded_app_loads_routes_and_reads_its_environment(tmp_path: Path) -> None:
