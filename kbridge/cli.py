@@ -94,6 +94,30 @@ def _groups(app: KBridge, consumer_groups: str) -> list[ConsumerGroup]:
     return groups
 
 
+# --reload (kbridge.reload): listen and worker run as a restarted child process
+REFUSE_SWARM = "--reload runs one listener process and cannot be combined with --swarm; drop one of them"
+
+
+def reload_option(fn: F) -> F:
+    return click.option(
+        "--reload", is_flag=True, default=False,
+        help="Development only: restart when a Python file of the project changes (needs kbridge[reload]).",
+    )(fn)
+
+
+def _reload_if_asked(reload: bool, command: str, app_spec: str | None) -> None:
+    """With --reload, run this same command as a child, restarted on changes, and exit with its last code."""
+    from . import reload as reloader
+
+    if not reload or reloader.in_child():
+        return
+    try:
+        paths = reloader.watched_paths(app_spec, Path.cwd())
+        sys.exit(reloader.run(command, paths))
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="kbridge")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
@@ -121,17 +145,23 @@ def main(log_level: str) -> None:
               help="Log one INFO line per enqueued partition batch (logger kbridge.events).")
 @click.option("--swarm", "swarm_nodes", type=click.IntRange(min=0), default=None, metavar="N",
               help="Fork N supervised listener nodes (default: the swarm_nodes setting; 0 = one plain listener).")
+@reload_option
 def listen(
     app_spec: str | None, consumer_groups: str, metrics_port: int | None, metrics_host: str | None,
-    health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None,
+    health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None, reload: bool,
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .instrumentation.wiring import instrument_listener
     from .listener import listener_process
 
+    if reload and swarm_nodes:
+        raise click.ClickException(REFUSE_SWARM)
+    _reload_if_asked(reload, "kbridge listen", app_spec)
     app = _load(app_spec)
     groups = _groups(app, consumer_groups)
     nodes = swarm_nodes if swarm_nodes is not None else app.settings.swarm_nodes
+    if nodes and reload:
+        raise click.ClickException(f"{REFUSE_SWARM} (the app sets swarm_nodes={nodes}; pass --swarm 0)")
     if nodes:
         _listen_swarm(app, groups, nodes, metrics_port, health_port, log_batches)
     try:
@@ -171,14 +201,18 @@ def _listen_swarm(
 @app_option
 @metrics_port_option
 @metrics_host_option
+@reload_option
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None, metrics_host: str | None) -> None:
+def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None, metrics_host: str | None,
+           reload: bool) -> None:
     """Start a Celery worker for the app; extra arguments go to `celery worker`.
 
     With a metrics port, the worker's main process serves the metrics of its whole pool
     (prometheus_client's multiprocess mode).
     """
     from .instrumentation import prometheus
+
+    _reload_if_asked(reload, "kbridge worker", app_spec)
 
     if metrics_port is not None:
         prometheus.prepare_multiprocess()  # before the app, or anything it imports, loads prometheus_client
