@@ -179,7 +179,7 @@ class GroupProcessor:
             except (KafkaTimeoutError, KafkaConnectionError) as exc:
                 attempts += 1
                 delay = self._backoff(attempts)
-                error = f"{type(exc).__name__}: {exc}"
+                error = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
                 self.monitor.instrument("connect.failed", group_id=self.group.id, attempts=attempts, delay=delay,
                                         error=error)
                 if attempts == 1:  # one state line; connect.failed counts the attempts
