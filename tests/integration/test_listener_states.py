@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,3 +88,14 @@ def test_kafka_down_then_up_costs_a_few_state_lines_and_nothing_else(run: Pipeli
     outage = [m for lg, m in while_running if lg != "kbridge.events"]  # from the stop to the assignment after it
     assert len(outage) <= 5, outage
     assert any("lost Kafka" in m for m in outage) and any("reaches Kafka again" in m for m in outage), outage
+
+
+def test_topics_create_without_a_broker_is_one_line_and_exit_1() -> None:
+    env = processes.child_env({"PIPELINE_KAFKA": f"127.0.0.1:{free_port()}"})
+    done = subprocess.run([sys.executable, "-m", "kbridge", "topics", "create", "--app", APP], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("Error: cannot reach Kafka at '127.0.0.1:"), done.stderr
+    assert "kbridge dev" in done.stderr
