@@ -105,7 +105,9 @@ class Settings:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def consumer_config(self) -> dict[str, Any]:
-        return {"client_id": self.client_id, **GROUP_DEFAULTS,
+        # The two go together (a heartbeat must come well within the session): an app that sets either owns both.
+        defaults = {} if GROUP_DEFAULTS.keys() & self.kafka.keys() else GROUP_DEFAULTS
+        return {"client_id": self.client_id, **defaults,
                 **{k: v for k, v in self.kafka.items() if k in CONSUMER_KEYS}}
 
     def producer_config(self) -> dict[str, Any]:

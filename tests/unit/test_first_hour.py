@@ -81,6 +81,7 @@ def test_consumers_join_groups_fast_unless_the_app_says_otherwise() -> None:
     assert settings.consumer_config()["heartbeat_interval_ms"] == 1000
     own = Settings.build({"client_id": "x", "kafka": {"bootstrap_servers": "k:1", "session_timeout_ms": 30000}})
     assert own.consumer_config()["session_timeout_ms"] == 30000
+    assert "heartbeat_interval_ms" not in own.consumer_config()  # kafka-python's own, a third of its session
 
 
 def test_reload_refuses_swarm() -> None:
