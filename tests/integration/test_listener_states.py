@@ -2,7 +2,7 @@
 
 Each outage may cost at most 5 kbridge log lines at the default level, with no kafka-python
 lines or tracebacks, and every message produced around it is performed. The outage lasts
-KBRIDGE_TEST_OUTAGE_SECONDS (default 7; set 30 for the full scenario).
+KBRIDGE_TEST_OUTAGE_SECONDS (default 6; set 30 for the full scenario).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .conftest import APP, PipelineRun
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(os.environ.get(KAFKA_ENV)), reason="stops the broker; needs the embedded one")]
 
-DOWN = float(os.environ.get("KBRIDGE_TEST_OUTAGE_SECONDS", "7"))
+DOWN = float(os.environ.get("KBRIDGE_TEST_OUTAGE_SECONDS", "6"))
 LINE = re.compile(r"^\S+ \S+ [A-Z]+ \[(\S+)\] (.*)$", re.M)
 
 

