@@ -61,8 +61,8 @@ def create_topics(settings: Settings, names: list[str], partitions: int, replica
     config = admin_config(settings) if bootstrap is None else {"client_id": settings.client_id,
                                                                 "bootstrap_servers": bootstrap}
     try:
-        # A one-off command: fail within seconds rather than kafka-python's 30 s, unless the app says otherwise.
-        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **config})
+        # A one-off command: fail within 5 s rather than kafka-python's 30 s, unless the app says otherwise.
+        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 5_000, **config})
     except KafkaError as exc:
         raise KBridgeError(
             f"cannot reach Kafka at {config.get('bootstrap_servers')!r}: {exc}; is it running? "

@@ -116,10 +116,3 @@ def test_listen_reload_runs_the_edited_consumer_within_5s_and_loses_nothing(
     assert code == 0, listener.log()[-3000:]
     assert listener.log().count("partitions assigned: " + topic) == 2, listener.log()[-3000:]
 
-
-def test_reload_refuses_swarm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    proc = Process("reload-swarm", [sys.executable, "-m", "kbridge", "listen", "--reload", "--swarm", "2",
-                                    "--app", "nowhere:app"], dict(os.environ)).start()
-    assert proc.wait(30) == 1
-    assert "--reload runs one listener process and cannot be combined with --swarm" in proc.log()
