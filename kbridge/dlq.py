@@ -48,6 +48,7 @@ FAILED_AT = "kbridge-failed-at"
 TRUNCATED = "kbridge-truncated"  # on a cut-down letter: what was cut, and why
 INTENDED_TOPIC = "kbridge-intended-topic"  # on a letter in the fallback topic: where it should have gone
 TASK_ID = "kbridge-task-id"  # on an untrusted task's letter
+REPLAYS = "kbridge-replays"  # how often `dlq replay` sent this message back; kept when it is dead-lettered again
 
 MAX_ERROR_MESSAGE = 2000
 PREVIEW_BYTES = 16 * 1024  # what a cut-down letter keeps of the value and of the key
@@ -96,9 +97,10 @@ def unroutable_topic(client_id: str) -> str:
 def dead_letter_headers(
     params: Params, error: BaseException | Failure, attempts: int, group_id: str
 ) -> HeaderList:
-    """The original headers (minus earlier kbridge ones), repeats and order kept, followed by this failure's."""
+    """The original headers (minus earlier kbridge ones but the replay count), repeats and order kept, followed
+    by this failure's. The replay count survives so that replay can tell a message it keeps sending back."""
     failure = Failure.of(error)
-    kept = [(k, v) for k, v in params.header_list if not k.startswith(HEADER_PREFIX)]
+    kept = [(k, v) for k, v in params.header_list if not k.startswith(HEADER_PREFIX) or k == REPLAYS]
     ours = {
         ORIGIN_TOPIC: params.topic,
         ORIGIN_PARTITION: str(params.partition),
