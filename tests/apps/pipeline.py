@@ -185,3 +185,6 @@ app.topic(f"{RUN}.retries5", consumer=FailingConsumer, max_retries=5, retry_back
 app.topic(f"{RUN}.dlq-outage", consumer=FailsUntilKafkaIsDownConsumer, max_retries=1, retry_backoff=0.1)
 app.topic(f"{RUN}.huge", consumer=FailingConsumer, max_retries=0)
 app.topic(f"{RUN}.headers", consumer=HeadersConsumer, max_retries=0)
+# On a queue of its own, so a test can watch it with a worker that sends task events (-E).
+app.topic(f"{RUN}.observed", consumer=FailingConsumer, max_retries=2, retry_backoff=0.2, retry_backoff_max=0.5,
+          queue=f"{QUEUE}-observed")
