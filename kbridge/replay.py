@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbridge.replay")
 
 JOIN_TIMEOUT = 60.0
+JOIN_NOTICE = 5.0  # seconds of waiting for the group before replay says so
 # A letter sent back this often and dead-lettered again each time is poison: skipped unless --force.
 DEFAULT_MAX_REPLAYS = 3
 INTERNAL_PREFIX = "__"  # Kafka's own topics: __consumer_offsets, __transaction_state, ...
@@ -177,14 +178,20 @@ def _run(
         producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
         sender = _Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout, policy)
         consumer.subscribe([dlq_topic])
-        join_deadline = time.monotonic() + JOIN_TIMEOUT
+        joining = time.monotonic()
+        said_waiting = False
         while limit is None or result.handled < limit:
             room = 500 if limit is None else min(500, limit - result.handled)
             polled = consumer.poll(timeout_ms=500, max_records=room)
             if not consumer.assignment():
-                if time.monotonic() > join_deadline:
+                waited = time.monotonic() - joining
+                if waited > JOIN_TIMEOUT:
                     raise KBridgeError(f"no partitions of {dlq_topic!r} assigned within {JOIN_TIMEOUT:.0f}s; "
                                        "is another replay running in the same group?")
+                if waited > JOIN_NOTICE and not said_waiting:
+                    said_waiting = True  # a long group join is not a hang: say what replay waits for
+                    log.info("waiting for consumer group %s to assign partitions of %s (%.0fs so far)",
+                             consumer.config["group_id"], dlq_topic, waited)
                 continue
             for tp, records in polled.items():
                 end = None if ends is None else ends.get(tp, 0)

@@ -191,3 +191,22 @@ def test_exit_codes_and_counts(
     assert result.output.splitlines()[0].startswith(first_line)
     if code == 1:
         assert "Error: Kafka did not acknowledge" in result.output
+
+
+def test_progress_is_drawn_on_a_terminal_only_and_cleared_before_the_summary() -> None:
+    import io
+
+    from kbridge.replay_progress import Progress
+
+    out = io.StringIO()
+    progress = Progress("o.dlq", out)
+    progress(ReplayResult(replayed=3, skipped=1, total=10))
+    progress(ReplayResult(replayed=4, skipped=1, total=10))
+    progress.clear()
+    assert out.getvalue().split("\r")[1:3] == ["o.dlq: 4/10 letters, 3 replayed, 1 skipped",
+                                               "o.dlq: 5/10 letters, 4 replayed, 1 skipped"]
+    assert out.getvalue().endswith("\r")
+    silent = Progress.on_terminal("o.dlq")  # pytest's stdout is not a terminal
+    assert silent.out is None
+    silent(ReplayResult(replayed=1))
+    silent.clear()
