@@ -172,6 +172,8 @@ def _run(
             ends = high_watermarks(settings.consumer_config(), tps)
             starts = _starts(consumer, tps)
             result.total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+            if limit is not None:
+                result.total = min(result.total, limit)
             if not result.total:
                 return result  # nothing to replay: no need to join the group
             done.update({tp: starts[tp] for tp in tps if starts[tp] >= ends[tp]})
