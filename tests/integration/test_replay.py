@@ -229,7 +229,7 @@ def test_replay_and_show_of_an_empty_topic_end_at_once(run: Run) -> None:
     took = time.monotonic() - started
     print(f"replay of an empty topic: {took:.1f}s")
     assert code == 0 and f"nothing to replay in {dlq}" in out, out
-    assert took < 10, took  # no group join, no idle wait: one fetch finds the end (plus the interpreter's start)
+    assert took < 15, took  # no group join, no idle wait: one fetch finds the end (plus the interpreter's start)
     code, out = run.show(dlq)
     assert code == 0 and f"no dead letters in {dlq}" in out, out
     code, out = run.show(dlq, "--json")
@@ -269,15 +269,16 @@ def test_replay_of_a_poison_message_with_a_running_listener_ends_and_then_skips_
         wait_until(lambda: len(run.values(dlq, expect=1, timeout=1)) == 1, 90, what="the first dead letter",
                    alive=[listener])
 
-        code, out = run.replay(dlq, "--max-replays", "2")
-        assert code == 0 and f"replayed 1 message(s) from {dlq} ({orders}: 1); skipped 0" in out, out
-        wait_until(lambda: len(run.values(dlq, expect=2, timeout=1)) == 2, 60, what="the second dead letter",
-                   alive=[listener])
-        code, out = run.replay(dlq, "--max-replays", "2")
-        assert code == 0 and f"replayed 1 message(s) from {dlq} ({orders}: 1); skipped 0" in out, out
-        wait_until(lambda: len(run.values(dlq, expect=3, timeout=1)) == 3, 60, what="the third dead letter",
-                   alive=[listener])
-        code, out = run.replay(dlq, "--max-replays", "2")
+        for expect in (2, 3, None):
+            started = time.monotonic()
+            code, out = run.replay(dlq, "--max-replays", "2")
+            print(f"\n[poison-loop] replay exited {code} after {time.monotonic() - started:.1f}s: "
+                  f"{out.strip().splitlines()[-1]}")
+            if expect is None:
+                break
+            assert code == 0 and f"replayed 1 message(s) from {dlq} ({orders}: 1); skipped 0" in out, out
+            wait_until(lambda n=expect: len(run.values(dlq, expect=n, timeout=1)) == n, 60,
+                       what=f"dead letter {expect}", alive=[listener])
         assert code == 3, out
         assert f"replayed 0 message(s) from {dlq}; skipped 1 (1 replayed too often;" in out, out
         assert f"skipped dead letter {dlq}-0@2: it was replayed 2 time(s) already" in out, out
