@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from .errors import DeserializationError
+from .errors import DeserializationError, PayloadValidationError
 
 Deserializer = Callable[[bytes], Any]
 HeaderList = list[tuple[str, bytes | None]]
@@ -35,7 +35,7 @@ class Params:
 
     __slots__ = (
         "topic", "partition", "offset", "key", "header_list", "raw_payload",
-        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload", "_headers",
+        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload", "_headers", "carrier",
     )
 
     def __init__(
@@ -69,6 +69,10 @@ class Params:
         self.receive_time_ms = receive_time_ms
         self._deserializer = deserializer
         self._payload = _UNSET
+        # The hand-over's transport headers this message travels in (trace context, task id), set by
+        # tracing on the listener and by the worker from the task message; never a Kafka header, never
+        # part of the task's arguments. None: none (tracing off).
+        self.carrier: dict[str, str] | None = None
 
     @property
     def payload(self) -> Any:
@@ -78,6 +82,10 @@ class Params:
             else:
                 try:
                     self._payload = self._deserializer(self.raw_payload)
+                except PayloadValidationError as exc:
+                    raise PayloadValidationError(
+                        f"payload of {self.topic}-{self.partition}@{self.offset} {exc}", exc.errors
+                    ) from None
                 except Exception as exc:
                     name = getattr(self._deserializer, "__name__", repr(self._deserializer))
                     raise DeserializationError(
