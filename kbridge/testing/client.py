@@ -263,7 +263,9 @@ class TestClient:
         if route.backend != "celery":
             return unit
         wire = json.loads(json.dumps([to_wire(p) for p in unit]))
-        return [from_wire(m, route.deserializer) for m in wire]
+        rebuilt = [from_wire(m, route.deserializer) for m in wire]
+        rebuilt[0].carrier = unit[0].carrier  # what the task message's headers carry (trace context)
+        return rebuilt
 
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
