@@ -51,7 +51,16 @@ def model_kind(model: object) -> str | None:
 
 def payload_model_problems(where: str, opts: Mapping[str, Any]) -> list[str]:
     model = opts.get("payload_model")
-    if model is None or model_kind(model) is not None:
+    kind = model_kind(model)
+    if model is None or kind in ("pydantic", "msgspec"):
+        return []
+    if kind == "dataclass":
+        assert isinstance(model, type)
+        try:
+            _field_types(model)
+        except Exception as exc:
+            return [f"{where}: payload_model {model.__qualname__}'s field types cannot be resolved "
+                    f"({type(exc).__name__}: {exc}); define the types it names at module level"]
         return []
     return [f"{where}: payload_model must be a pydantic v2 BaseModel, a msgspec Struct or a dataclass "
             f"(the class itself), got {model!r}"]

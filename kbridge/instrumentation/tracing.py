@@ -62,6 +62,15 @@ def enabled() -> bool:
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+def state() -> str:
+    """Whether tracing is on in this process, and if not, why: for `kbridge info`."""
+    if os.environ.get("KBRIDGE_TRACING", "").strip().lower() in OFF:
+        return "off (KBRIDGE_TRACING=off)"
+    if not installed():
+        return "off (opentelemetry not installed: pip install 'kbridge[otel]')"
+    return "on (OpenTelemetry)" if enabled() else "off (no OpenTelemetry tracer provider set)"
+
+
 def task_carrier(request: Any) -> dict[str, str] | None:
     """The trace headers and task id of a Celery task's request (its message headers); pure Python."""
     found = {name: value for name in TRACE_HEADERS
