@@ -11,7 +11,6 @@ from typing import Any
 
 import jsonschema
 import msgspec
-import pydantic
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -22,6 +21,7 @@ from referencing.jsonschema import DRAFT202012
 from kbridge import BaseConsumer, KBridge, PrefixMapper, Responder
 from kbridge.asyncapi import _Document, document
 from kbridge.cli import main
+from tests.apps.typed_app import Order
 
 
 @dataclasses.dataclass
@@ -37,16 +37,6 @@ class Shipment:
     id: int
     to: Address
     parcels: list[float]
-
-
-class Line(pydantic.BaseModel):
-    sku: str
-    quantity: int = pydantic.Field(gt=0)
-
-
-class Order(pydantic.BaseModel):
-    id: int
-    lines: list[Line]
 
 
 class Event(msgspec.Struct):
