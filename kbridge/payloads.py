@@ -32,6 +32,7 @@ FieldError = tuple[str, str]  # (field path such as "items.0.price", message)
 
 KINDS = ("pydantic", "msgspec", "dataclass")
 MAX_ERRORS = 20  # a letter's headers carry at most this many field errors
+MAX_ERROR_TEXT = 300  # characters of one path or message: an error quoting a huge input stays small
 
 
 def model_kind(model: object) -> str | None:
@@ -92,12 +93,12 @@ def typed_deserializer(inner: Deserializer, model: type | None) -> Deserializer:
     return inner if model is None else TypedDeserializer(inner, model)
 
 
-def _fail(model: type, errors: list[FieldError]) -> PayloadValidationError:
-    shown = "; ".join(f"{path}: {message}" for path, message in errors[:MAX_ERRORS])
-    more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
-    return PayloadValidationError(
-        f"does not validate as {model_name(model)}: {len(errors)} error(s): {shown}{more}", errors[:MAX_ERRORS]
-    )
+def _fail(model: type, found: list[FieldError]) -> PayloadValidationError:
+    errors = [(path[:MAX_ERROR_TEXT], message[:MAX_ERROR_TEXT]) for path, message in found[:MAX_ERRORS]]
+    shown = "; ".join(f"{path}: {message}" for path, message in errors)
+    more = f" (and {len(found) - MAX_ERRORS} more)" if len(found) > MAX_ERRORS else ""
+    return PayloadValidationError(f"does not validate as {model_name(model)}: {len(found)} error(s): {shown}{more}",
+                                  errors)
 
 
 def _pydantic(model: Any, data: Any) -> Any:

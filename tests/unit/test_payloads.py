@@ -219,3 +219,14 @@ def test_the_listener_reads_a_typed_payload_only_when_a_filter_does() -> None:
     result = client.publish("plain", {"id": "x"})  # invalid, no filter: found in the worker, at once
     assert [letter.attempts for letter in result.dead_lettered] == [1]
     assert [type(e) for e in result.errors] == [PayloadValidationError]
+
+
+def test_a_letter_stays_small_however_many_and_long_the_errors() -> None:
+    @dataclasses.dataclass
+    class Many:
+        values: list[Literal["a"]]
+
+    errors = errors_of(Many, {"values": ["x" * 10_000] * 50})
+    assert len(errors) == 20 and all(len(message) <= 300 for _, message in errors)
+    with pytest.raises(PayloadValidationError, match=r"50 error\(s\).*\(and 30 more\)$"):
+        validate(Many, {"values": ["x" * 10_000] * 50})
