@@ -209,3 +209,37 @@ def test_apply_async_puts_the_carrier_in_the_task_message_headers_not_its_argume
     assert first.headers["traceparent"] == parent and first.headers["id"] != "listener-side"
     assert first.payload[0] == ["shop_orders/orders", [to_wire(message)]]
     assert "traceparent" not in second.headers
+
+
+def test_without_opentelemetry_everything_works_and_nothing_imports_it() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["opentelemetry"] = None  # as if not installed: every import of it fails
+        from celery import Celery
+        from kbridge import BaseConsumer, KBridge, produce
+        from kbridge.instrumentation import tracing
+        from kbridge.testing import TestClient
+
+        class Orders(BaseConsumer):
+            def perform(self):
+                assert self.params.payload == {"n": 1}
+
+        app = KBridge(client_id="shop", kafka={"bootstrap_servers": "127.0.0.1:9092"}, celery=Celery("t"))
+        app.topic("orders", consumer=Orders)
+        result = TestClient(app).publish("orders", {"n": 1},
+                                         headers={"traceparent": b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"})
+        assert len(result.performed) == 1 and not result.dead_lettered
+        assert not tracing.installed() and not tracing.enabled()
+        assert tracing.state().startswith("off (opentelemetry not installed")
+        headers = []
+        tracing.inject(headers)
+        assert headers == []
+        assert not [m for m in sys.modules if m.startswith("opentelemetry.")]
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
