@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from ..instrumentation import tracing
+from ..params import carried
 from .job import Job
 from .stage import Stage
 
@@ -30,11 +31,12 @@ class TracingStage(Stage):
         route, messages = job.route, job.batch
         first = messages[0]
         single = len(messages) == 1 and not route.batch_consuming
-        parent = tracing.carrier_context(first.carrier)
+        carrier = carried(first)
+        parent = tracing.carrier_context(carrier)
         if parent is None and single:
             parent = tracing.message_context(first)
         attributes = {**tracing.attributes(route, messages, "process"), "kbridge.attempt": job.attempt}
-        task_id = (first.carrier or {}).get(tracing.TASK_ID)
+        task_id = (carrier or {}).get(tracing.TASK_ID)
         if task_id is not None:
             attributes["messaging.message.id"] = task_id
             attributes["kbridge.celery.task_id"] = task_id

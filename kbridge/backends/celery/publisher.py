@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import EnqueueError
 from ...instrumentation.tracing import outgoing
 from ...interchange import to_wire
-from ...params import Params
+from ...params import Params, carried
 from ...routing.route import Route
 from . import redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
@@ -37,7 +37,7 @@ class CeleryBackend:
         queue = route.queue or self.celery_app.conf.task_default_queue
         fast = self._fast_publisher(queue)
         # Trace context (tracing on): task message headers, never the arguments.
-        headers = [outgoing(unit[0].carrier) for unit in units] if messages[0].carrier is not None else None
+        headers = [outgoing(carried(unit[0])) for unit in units] if carried(messages[0]) is not None else None
         try:
             if fast is not None:
                 fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout,
