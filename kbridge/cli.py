@@ -216,6 +216,32 @@ def flow(app_spec: str | None) -> None:
 
 @main.command()
 @app_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write the document to this file (.yaml/.yml: YAML, else JSON); default: print JSON.")
+def asyncapi(app_spec: str | None, output: Path | None) -> None:
+    """Write an AsyncAPI 3.0 document of the routes: channels, operations and payload schemas."""
+    import json
+
+    from .asyncapi import document
+
+    doc = document(_load(app_spec))
+    if output is not None and output.suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise click.ClickException("a .yaml output needs PyYAML (pip install pyyaml); or write .json") from None
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}: {len(doc['channels'])} channel(s), {len(doc['operations'])} operation(s)")
+
+
+@main.command()
+@app_option
 @groups_option
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for the partitions' high watermarks.")

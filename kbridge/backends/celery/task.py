@@ -33,6 +33,7 @@ from celery.signals import worker_process_shutdown
 
 from ...dlq import Failure
 from ...errors import UnknownRouteError, WireError
+from ...instrumentation.tracing import task_carrier
 from ...interchange import from_wire
 from ...params import ParamsBatch
 from ...perform import DeadLettered, DeadLetterPending, Job, Retry, backoff
@@ -204,6 +205,7 @@ def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[st
         request = TaskRequest(runtime, args, kwargs)
     except (UnknownRouteError, WireError) as exc:
         _refuse(task, runtime, args, kwargs, exc)
+    request.batch[0].carrier = task_carrier(task.request)  # trace context from the task message's headers
     runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
     job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
