@@ -1,4 +1,4 @@
-"""The kbridge command: listen, worker, info, flow, install, topics create, dlq replay.
+"""The kbridge command: listen, worker, info, flow, install, topics create, dlq show and replay.
 
 Every command that needs the app takes --app module:attr (or KBRIDGE_APP); a
 framework integration (Django's manage.py, Flask's CLI) passes its app object as
@@ -251,6 +251,32 @@ def flow(app_spec: str | None) -> None:
 
 @main.command()
 @app_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write the document to this file (.yaml/.yml: YAML, else JSON); default: print JSON.")
+def asyncapi(app_spec: str | None, output: Path | None) -> None:
+    """Write an AsyncAPI 3.0 document of the routes: channels, operations and payload schemas."""
+    import json
+
+    from .asyncapi import document
+
+    doc = document(_load(app_spec))
+    if output is not None and output.suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise click.ClickException("a .yaml output needs PyYAML (pip install pyyaml); or write .json") from None
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}: {len(doc['channels'])} channel(s), {len(doc['operations'])} operation(s)")
+
+
+@main.command()
+@app_option
 @groups_option
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for the partitions' high watermarks.")
@@ -388,18 +414,66 @@ def dlq() -> None:
 @dlq.command()
 @app_option
 @click.argument("dlq_topic")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most N letters.")
+@click.option("--offset", type=click.IntRange(min=0), default=None,
+              help="Start at this offset in each partition (default: the earliest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def show(app_spec: str | None, dlq_topic: str, limit: int, offset: int | None, as_json: bool) -> None:
+    """Show the letters in a dead-letter topic: where each came from, why it failed, a payload preview.
+
+    Reads without a consumer group, so it changes nothing for `dlq replay`. DLQ_TOPIC is a
+    Kafka name. Exit status: 0 shown (or the topic is empty); 1 the topic does not exist or
+    Kafka cannot be read.
+    """
+    import json
+
+    from . import render
+    from .dlq_show import read_letters
+
+    app = _load(app_spec)
+    try:
+        letters = read_letters(app.settings, dlq_topic, limit, offset)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([letter.as_json() for letter in letters], indent=2))
+        return
+    if not letters:
+        where = "" if offset is None else f" from offset {offset}"
+        click.echo(f"no dead letters in {dlq_topic}{where}")
+        return
+    table = render.table(f"{dlq_topic}: {len(letters)} letter(s)", "partition", "offset", "origin", "error",
+                         "attempts", "replays", "failed at", "payload")
+    for letter in letters:
+        error = f"{letter.error_class}: {letter.error_message}" if letter.error_class else "-"
+        size = "" if letter.payload_bytes is None else f" ({letter.payload_bytes} B)"
+        payload = ("hex " if letter.payload_encoding == "hex" else "") + letter.payload + size
+        render.add_row(table, letter.partition, letter.offset, letter.origin, error,
+                       render.NONE if letter.attempts is None else letter.attempts, letter.replays,
+                       letter.failed_at or render.NONE, payload + (" [cut down]" if letter.truncated else ""))
+    render.show(table)
+
+
+@dlq.command()
+@app_option
+@click.argument("dlq_topic")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N dead letters.")
 @click.option("--to", "to_topic", default=None, metavar="TOPIC",
               help="Send every dead letter to this Kafka topic instead of its origin (not an internal __ topic).")
-@click.option("--idle", type=click.FloatRange(min=0.5), default=3.0, show_default=True, metavar="SECONDS",
-              help="Stop once no dead letter has come for this long.")
-def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, idle: float) -> None:
-    """Re-produce dead-lettered messages to their origin topic.
+@click.option("--follow", is_flag=True, help="Keep replaying letters as they come, until Ctrl-C.")
+@click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Skip a letter already replayed N times (a poison message), with a warning.")
+@click.option("--force", is_flag=True, help="Replay letters past --max-replays too.")
+def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, follow: bool,
+           max_replays: int, force: bool) -> None:
+    """Re-produce dead-lettered messages to their origin topic, up to the end DLQ_TOPIC has now.
 
     DLQ_TOPIC and --to are Kafka names (the topic mapper does not apply). A letter goes back
     only to an origin topic the app routes; one from anywhere else (or with no origin) is
     skipped: logged with its offset and why, counted, and committed past, so a rerun does
     not meet it again. It stays in DLQ_TOPIC; --to TOPIC replays such letters elsewhere.
+    Each copy counts its replays in a kbridge-replays header; a letter replayed
+    --max-replays times is skipped the same way unless --force is given.
 
     Exit status: 0 every letter replayed; 3 done, but some letters were skipped; 1 an error
     stopped the replay (what was replayed is committed, a rerun resumes); 130 interrupted.
@@ -408,6 +482,7 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
 
     from .replay import ReplayResult, Targets, routed_targets, target_problem
     from .replay import replay as run_replay
+    from .replay_progress import Progress
 
     app = _load(app_spec)
     if to_topic is not None and (problem := target_problem(to_topic, dlq_topic)) is not None:
@@ -417,6 +492,7 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
     result = ReplayResult()
+    progress = Progress.on_terminal(dlq_topic)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -426,16 +502,20 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     except ValueError:  # not the main thread (an embedding program): leave its signals alone
         previous = None
     try:
-        run_replay(app.settings, dlq_topic, targets, limit, idle, result=result)
+        run_replay(app.settings, dlq_topic, targets, limit, follow, max_replays, force, result=result,
+                   progress=progress)
     except KeyboardInterrupt:
+        progress.clear()
         click.echo(f"interrupted: {result.summary(dlq_topic)}")
         sys.exit(130)
     except KBridgeError as exc:
+        progress.clear()
         click.echo(f"stopped: {result.summary(dlq_topic)}")
         raise click.ClickException(str(exc)) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    progress.clear()
     click.echo(result.summary(dlq_topic))
     if result.skipped:
         sys.exit(3)

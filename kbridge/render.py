@@ -16,6 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import KBridge
+from .instrumentation import tracing
+from .payloads import model_kind
 from .routing import Route
 
 NONE = "-"
@@ -101,6 +103,14 @@ def responder_topics(route: object) -> list[str]:
     return [n if isinstance(n, str) else str(getattr(n, "name", n)) for n in names]
 
 
+def payload_label(route: Route) -> str:
+    """The route's payload_model and its kind, e.g. 'shop.models.Order (pydantic)'; '-' when untyped."""
+    model = route.payload_model
+    if model is None:
+        return NONE
+    return f"{model.__module__}.{model.__qualname__} ({model_kind(model)})"
+
+
 def settings_table(app: KBridge) -> Table:
     t = table("settings", "setting", "value")
     s = app.settings
@@ -111,6 +121,7 @@ def settings_table(app: KBridge) -> Table:
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))
+    add_row(t, "tracing", tracing.state())
     for key, value in sorted(s.masked_kafka().items()):
         add_row(t, f"kafka.{key}", value)
     return t
@@ -127,6 +138,8 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
                 f"max_retries={r.max_retries}", f"dlq={r.dead_letter_topic}",
                 f"start_from={'beginning' if r.start_from_beginning else 'latest'}",
             ]
+            if r.payload_model is not None:  # typed payloads
+                options.append(f"payload_model={payload_label(r)}")
             add_row(
                 t, group.name, group.id, r.name, consumer_name(r), r.backend, queue_name(app, r),
                 (" " if one_line else "\n").join(options),
@@ -135,12 +148,13 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
 
 
 def flow_table(app: KBridge) -> Table:
-    """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics."""
-    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to")
+    """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics;
+    then the payload_model the payload validates into."""
+    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "payload")
     for group in app.routes.groups.values():
         for r in group.topics.values():
             add_row(
                 t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-                queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+                queue_name(app, r), ", ".join(responder_topics(r)) or NONE, payload_label(r),
             )
     return t

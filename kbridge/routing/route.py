@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import registry
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
+from ..payloads import payload_model_problems, typed_deserializer
 from .names import name_problem
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_topic": None,  # "<topic>.dlq"
     "start_from_beginning": True,
     "responder": None,  # a kbridge.Responder subclass: what self.respond_with(...) sends through
+    # Typed payloads (kbridge.payloads): a pydantic model, msgspec Struct or dataclass the payload validates into.
+    "payload_model": None,
 }
 
 
@@ -51,6 +54,8 @@ class Route:
     dead_letter_topic: str = ""
     start_from_beginning: bool = True
     responder: type[Responder] | None = None
+    # Typed payloads (kbridge.payloads): the model; deserializer then validates into it.
+    payload_model: type | None = None
 
     @property
     def route_id(self) -> str:
@@ -130,6 +135,7 @@ def build_route(
     if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
         problems.append(f"{where}: {p}")
     problems.extend(_responder_problems(where, opts["responder"]))
+    problems.extend(payload_model_problems(where, opts))
     if problems:
         raise ConfigError(problems)
 
@@ -139,7 +145,7 @@ def build_route(
         group_id=group_id,
         consumer=consumer,  # type: ignore[arg-type]
         backend=backend,
-        deserializer=opts["deserializer"],
+        deserializer=typed_deserializer(opts["deserializer"], opts["payload_model"]),
         batch_consuming=opts["batch_consuming"],
         max_batch_size=opts["max_batch_size"],
         automatically_mark_as_consumed=opts["automatically_mark_as_consumed"],
@@ -151,6 +157,7 @@ def build_route(
         dead_letter_topic=dlq,
         start_from_beginning=opts["start_from_beginning"],
         responder=opts["responder"],
+        payload_model=opts["payload_model"],
     )
 
 

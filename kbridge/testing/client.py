@@ -42,7 +42,7 @@ from ..interchange import from_wire, to_wire
 from ..listener.offsets import OffsetTracker
 from ..listener.processor import Stats
 from ..listener.steps import Chain, Fetched, PartitionBatch, Step, StepContext, build_chain
-from ..params import Params, ParamsBatch
+from ..params import Params, ParamsBatch, carried
 from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, PerformRunner, Retry, Stage, build_runner
 from ..producer import Producer
 from ..runtime import Runtime
@@ -263,7 +263,9 @@ class TestClient:
         if route.backend != "celery":
             return unit
         wire = json.loads(json.dumps([to_wire(p) for p in unit]))
-        return [from_wire(m, route.deserializer) for m in wire]
+        rebuilt = [from_wire(m, route.deserializer) for m in wire]
+        rebuilt[0].carrier = carried(unit[0])  # what the task message's headers carry (trace context)
+        return rebuilt
 
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""

@@ -58,9 +58,9 @@ def test_info_lists_settings_with_every_secret_masked() -> None:
     settings = dict(table[1:])
     kafka = [name for name, _ in table[1:] if name.startswith("kafka.")]
     assert len(kafka) == 5  # the app's five kafka settings, each once
-    # Every setting is listed, then the Celery app, then the kafka settings in name order.
+    # Every setting is listed, then the Celery app and tracing, then the kafka settings in name order.
     assert [name for name, _ in table[1:]] == [*(f.name for f in fields(Settings) if f.name != "kafka"), "celery",
-                                                *sorted(kafka)]
+                                                "tracing", *sorted(kafka)]
     assert {k: v for k, v in settings.items() if k in EXPECTED_SETTINGS} == EXPECTED_SETTINGS
     floats = [f.name for f in fields(Settings) if f.type == "float"]
     assert floats and all(re.fullmatch(r"\d+(\.\d+)?s", settings[name]) for name in floats)  # seconds
@@ -99,9 +99,9 @@ def test_flow_shows_topic_consumer_filters_backend_queue_and_responders() -> Non
     code, out = run("flow", "--app", SECRETS)
     assert code == 0, out
     assert rows(out, "flow") == [
-        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to"],
-        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-"],
-        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-"],
+        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "payload"],
+        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-", "-"],
+        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-", "-"],
     ]
 
 
@@ -109,7 +109,8 @@ def test_flow_names_filters_and_the_celery_apps_default_queue() -> None:
     code, out = run("flow", "--app", "workers:kbridge_app")
     assert code == 0, out
     assert rows(out, "flow")[1:] == [
-        ["events", "events", "workers.consumers.EventsConsumer", "not_noise", "celery", "workers (default)", "-"],
+        ["events", "events", "workers.consumers.EventsConsumer", "not_noise", "celery", "workers (default)", "-",
+         "-"],
     ]
 
 
@@ -184,7 +185,7 @@ def test_a_framework_can_pass_the_app_object() -> None:
 
     result = CliRunner().invoke(main, ["flow"], obj=app, env={**NO_TERMINAL, "KBRIDGE_APP": ""})
     assert result.exit_code == 0, result.output
-    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-"] in rows(
+    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-", "-"] in rows(
         result.output, "flow"
     )
 

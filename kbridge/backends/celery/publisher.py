@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EnqueueError
+from ...instrumentation.tracing import outgoing
 from ...interchange import to_wire
-from ...params import Params
+from ...params import Params, carried
 from ...routing.route import Route
 from . import redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
@@ -35,13 +36,16 @@ class CeleryBackend:
         argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
         queue = route.queue or self.celery_app.conf.task_default_queue
         fast = self._fast_publisher(queue)
+        # Trace context (tracing on): task message headers, never the arguments.
+        headers = [outgoing(carried(unit[0])) for unit in units] if carried(messages[0]) is not None else None
         try:
             if fast is not None:
-                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout)
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout,
+                             headers)
                 return
             confirmed = 0
-            for args in argsets:
-                self._apply_async(route, args)
+            for i, args in enumerate(argsets):
+                self._apply_async(route, args, headers[i] if headers else {})
                 confirmed += len(args[1])
         except Exception as exc:
             done = 0 if fast is not None else confirmed
@@ -70,7 +74,7 @@ class CeleryBackend:
         for publisher in {id(p): p for p in self._fast.values() if p is not None}.values():
             publisher.reap()
 
-    def _apply_async(self, route: Route, args: list[Any]) -> None:
+    def _apply_async(self, route: Route, args: list[Any], headers: dict[str, str]) -> None:
         """The standard path: Celery builds and routes the message; confirmed when publish returns."""
         if self._connection is None:
             conn = self.celery_app.connection_for_write()
@@ -89,6 +93,7 @@ class CeleryBackend:
                 # instead of kombu retrying behind its back.
                 retry=False,
                 connection=self._connection,
+                headers=headers or None,
             )
         except Exception:
             self._connection.close()

@@ -56,7 +56,7 @@ class RedisPipelinePublisher:
 
     def publish(
         self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]],
-        time_limit: float, soft_time_limit: float,
+        time_limit: float, soft_time_limit: float, headers: Sequence[dict[str, str]] | None = None,
     ) -> None:
         """LPUSH one task message per argset, each with its ledger entry, in one MULTI/EXEC.
 
@@ -65,9 +65,11 @@ class RedisPipelinePublisher:
         if queue not in self.reapers:
             self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
         entries: dict[str, str] = {}
-        for args in argsets:
+        for i, args in enumerate(argsets):
             task_id = self._next_id()
             message = self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
+            if headers and headers[i]:
+                message["headers"].update(headers[i])  # extra task headers (trace context)
             entries[task_id] = _dumps(message)
         # Three commands per batch, not per message. One LPUSH of many values keeps their order
         # for BRPOP, the same as one LPUSH each.

@@ -13,6 +13,7 @@ from .mark import MarkStep
 from .refused import RefusedStep
 from .route import RouteStep
 from .step import Fetched, Hold, Pending, Step
+from .tracing import tracing_steps
 from .unit import UnitStep
 
 
@@ -42,8 +43,8 @@ class Chain:
 def build_chain(context: StepContext, route_of: Callable[[str], Route], tail: Sequence[Step] = ()) -> Chain:
     """route -> refused -> after_fetch -> filter -> unit -> hand over -> mark (-> tail: observers, for tests)."""
     steps: list[Step] = [
-        RefusedStep(context), AfterFetchStep(), FilterStep(context), UnitStep(), HandOverStep(context),
-        MarkStep(context), *tail,
+        RefusedStep(context), AfterFetchStep(), FilterStep(context), UnitStep(), *tracing_steps(),
+        HandOverStep(context), MarkStep(context), *tail,
     ]
     for step, after in zip(steps, steps[1:], strict=False):
         step.next = after

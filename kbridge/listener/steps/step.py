@@ -40,6 +40,7 @@ class PartitionBatch:
     refused: dict[int, BaseException] = field(default_factory=dict)
     accepted: list[Params] | None = None  # set by the filter step; None: not filtered yet
     filtered: list[Params] = field(default_factory=list)  # rejected on purpose by a filter
+    filter_errors: dict[int, Exception] = field(default_factory=dict)  # offset -> what its filter raised
     handovers: list[Sequence[Params]] | None = None  # set by the unit step: one backend call each
     callback_errors: list[Exception] = field(default_factory=list)  # what after_fetch callbacks raised (logged)
 
@@ -54,6 +55,7 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o < offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset < offset],
             filtered=[m for m in self.filtered if m.offset < offset],
+            filter_errors={o: e for o, e in self.filter_errors.items() if o < offset},
             handovers=None if self.handovers is None else _split(self.handovers, lambda o: o < offset),
             callback_errors=list(self.callback_errors),
         )
@@ -67,6 +69,7 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o >= offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset >= offset],
             filtered=[m for m in self.filtered if m.offset >= offset],
+            filter_errors={o: e for o, e in self.filter_errors.items() if o >= offset},
             handovers=None if self.handovers is None else _split(self.handovers, lambda o: o >= offset),
             callback_errors=[],
         )
