@@ -1,4 +1,4 @@
-"""The kbridge command: listen, worker, info, flow, install, topics create, dlq show and replay.
+"""The kbridge command: listen, worker, info, flow, install, dev, topics create, dlq show and replay.
 
 Every command that needs the app takes --app module:attr (or KBRIDGE_APP); a
 framework integration (Django's manage.py, Flask's CLI) passes its app object as
