@@ -45,6 +45,10 @@ EVENTS: dict[str, str] = {
     "kafka.restored": "group_id (the listener reaches Kafka again)",
     "partition.held": "group_id, topic, partition, offset, reason",
     "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
+    # flow control and the dead-letter breaker (docs/flow-control.md)
+    "expired": "group_id, topic, partition, messages (count), first_offset, last_offset",
+    "breaker.tripped": "group_id, route, topic, partition, messages (recent), dead_lettered, ratio, cooldown",
+    "breaker.closed": "group_id, route, topic, partition",
     "swarm.supervisor.started": "pid, nodes (count)",
     "swarm.supervisor.stopping": "signal",
     "swarm.supervisor.stopped": "code, node_codes ({node: exit code})",
