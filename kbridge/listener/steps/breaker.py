@@ -7,10 +7,13 @@ held for dead_letter_cooldown seconds: a bad deploy stops instead of moving a wh
 into the dead-letter topic. Each partition of the route is held as its next batch arrives.
 
 It counts the group's dead letters while the rest of the chain runs a batch, so it sees
-every step that dead-letters. A healthy route's batch goes down in one piece (no cost
-on the hot path); once recent messages were dead-lettered, a batch goes down in slices no
-larger than the dead letters still allowed, so the breaker trips at the threshold rather
-than after a whole poll. After the cooldown the recent history is kept: the route goes on
+every step that dead-letters. The breaker judges between slices of a batch, each handed
+over on its own: on a healthy route without before_enqueue filters a batch is one slice
+(only undecodable records are dead-lettered there, so nothing changes on the hot path);
+with filters (which parse payloads, so any message can be poison) a slice is at most
+dead_letter_min_messages; once recent messages were dead-lettered, a slice is no larger
+than the dead letters still allowed, so the breaker trips at the threshold rather than
+after a whole poll. After the cooldown the recent history is kept: the route goes on
 message by message, and trips again at once if the dead letters go on.
 """
 
@@ -45,7 +48,7 @@ class BreakerStep(Step):
             self._closed(batch)
         start = 0
         while start < len(batch.messages):
-            size = self._slice_size(len(batch.messages) - start)
+            size = self._slice_size(len(batch.messages) - start, bool(batch.route.consumer._filters))
             end = start + size
             part = batch if start == 0 and end >= len(batch.messages) else _slice(batch, start, end)
             before = self.context.stats.dead_lettered
@@ -66,9 +69,11 @@ class BreakerStep(Step):
         if not batch.messages:
             self.forward(batch)  # nothing to judge; the batch still covers its offsets
 
-    def _slice_size(self, left: int) -> int:
+    def _slice_size(self, left: int, filters: bool) -> int:
         if not self.dead:
-            return left  # healthy: one piece
+            # Healthy. Without filters only records the client cannot decode are dead-lettered here (rare): one
+            # piece. Filters (and the payload parsing they do) can dead-letter any message: at most a window.
+            return min(left, self.least) if filters else left
         allowed = int(self.ratio * max(self.messages, self.least)) - self.dead
         return max(1, min(left, allowed))
 
