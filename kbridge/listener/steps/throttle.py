@@ -1,13 +1,16 @@
-"""throttle (throttle=(LIMIT, SECONDS)): at most LIMIT messages of a partition are handed over per SECONDS.
+"""throttle (throttle=(LIMIT, SECONDS)): at most LIMIT messages of a partition are handed over in any SECONDS.
 
-It counts what the filters accepted, so it comes after the filter step. Past the limit,
-the partition is held until the window ends (a planned hold: the partition is paused,
-never the loop), and the rest of the batch goes on from there.
+It counts what the filters accepted, so it comes after the filter step. It keeps a log of
+the recent hand-overs of each partition (a sliding window, so no two back-to-back windows
+can together pass twice the limit). Past the limit, the partition is held until the
+oldest hand-over in the window leaves it (a planned hold: the partition is paused, never
+the loop), and the rest of the batch goes on from there.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from kafka import TopicPartition
 
@@ -19,19 +22,22 @@ class ThrottleStep(Step):
         super().__init__()
         self.limit = limit
         self.seconds = seconds
-        self._windows: dict[TopicPartition, tuple[float, int]] = {}  # partition -> (window start, handed over)
+        self._logs: dict[TopicPartition, deque[tuple[float, int]]] = {}  # partition -> (time.monotonic(), count)
 
     def submit(self, batch: PartitionBatch) -> None:
         assert batch.accepted is not None, "the throttle step comes after the filter step"
         now = time.monotonic()
-        started, count = self._windows.get(batch.tp, (now, 0))
-        if now - started >= self.seconds:
-            started, count = now, 0
-        room = self.limit - count
-        if len(batch.accepted) <= room:
-            self._windows[batch.tp] = (started, count + len(batch.accepted))
+        log = self._logs.setdefault(batch.tp, deque())
+        while log and log[0][0] <= now - self.seconds:
+            log.popleft()
+        room = self.limit - sum(n for _, n in log)
+        wanted = len(batch.accepted)
+        if wanted <= room:
+            if wanted:
+                log.append((now, wanted))
             self.forward(batch)
             return
-        self._windows[batch.tp] = (started, self.limit)
+        if room > 0:
+            log.append((now, room))
         reason = f"throttle={self.limit}/{self.seconds:g}s"
-        raise self.stop_at(batch, batch.accepted[room].offset, reason, until=started + self.seconds)
+        raise self.stop_at(batch, batch.accepted[room].offset, reason, until=log[0][0] + self.seconds)
