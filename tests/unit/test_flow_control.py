@@ -220,3 +220,17 @@ def test_forged_tasks_naming_a_pattern_route_with_another_topic_are_refused() ->
                           (("shop_events/all_events", "events.x", -1), "partition must be")]:
         with pytest.raises(WireError, match=problem):
             tick_request(runtime, args, {})
+
+
+def test_testing_client_routes_pattern_topics_and_waits_out_planned_holds() -> None:
+    from kbridge.testing import TestClient
+
+    app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
+    with app.consumer_group("events") as group:
+        group.pattern("all_events", r"events\..+", consumer=Users, backend="inline", throttle=(2, 0.2))
+    client = TestClient(app)
+    started = time.monotonic()
+    result = client.publish_many("events.orders", [{"n": i} for i in range(5)])
+    assert time.monotonic() - started >= 0.35  # two windows waited
+    assert [p.topic for run in result.runs for p in run.params_batch] == ["events.orders"] * 5
+    assert client.committed("events.orders") == 5
