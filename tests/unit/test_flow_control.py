@@ -234,3 +234,27 @@ def test_testing_client_routes_pattern_topics_and_waits_out_planned_holds() -> N
     assert time.monotonic() - started >= 0.35  # two windows waited
     assert [p.topic for run in result.runs for p in run.params_batch] == ["events.orders"] * 5
     assert client.committed("events.orders") == 5
+
+
+def test_info_and_flow_show_every_flow_option_and_pattern_routes(tmp_path: Any, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from kbridge.cli import main
+
+    (tmp_path / "flow_render_app.py").write_text(
+        "from kbridge import BaseConsumer, KBridge\n"
+        "class C(BaseConsumer):\n"
+        "    def perform(self): ...\n"
+        "app = KBridge(client_id='shop', kafka={'bootstrap_servers': '127.0.0.1:1'})\n"
+        "app.topic('orders', consumer=C, backend='inline', expire_after=600, delay_by=3, throttle=(50, 1.0),\n"
+        "          tick_interval=30, dead_letter_max_ratio=0.2, dead_letter_min_messages=50, dead_letter_cooldown=5)\n"
+        "with app.consumer_group('events') as g:\n"
+        "    g.pattern('all_events', r'events\\..+', consumer=C, backend='inline', dead_letter_max_ratio=None)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for command in ("info", "flow"):
+        result = CliRunner().invoke(main, [command, "--app", "flow_render_app:app"], env={"COLUMNS": "1000"})
+        assert result.exit_code == 0, result.output
+        assert ("expire_after=600s delay_by=3s tick_interval=30s throttle=50/1s dead_letter_breaker=0.2/50+5s"
+                in result.output)
+        assert "all_events=/events\\..+/" in result.output and "dead_letter_breaker=off" in result.output
