@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 
 from .context import StepContext
 from .step import Hold, PartitionBatch, Pending, Step
@@ -114,10 +115,11 @@ class BreakerStep(Step):
 
 
 def _slice(batch: PartitionBatch, start: int, end: int) -> PartitionBatch:
-    """Messages [start, end) of batch, covering the offsets up to the next slice's first message."""
-    part = batch.from_(batch.messages[start].offset) if start else batch
-    if end < len(batch.messages):
-        cut = part.before(batch.messages[end].offset)
-        assert cut is not None
-        return cut
-    return part
+    """Messages [start, end) of a batch no step has decided on yet, covering the offsets up to the next slice's
+    first message; cut by position, as the batch is cut many times."""
+    messages = batch.messages
+    first = messages[start].offset if start else batch.start_offset
+    last = messages[end].offset - 1 if end < len(messages) else batch.last_offset
+    refused = {o: e for o, e in batch.refused.items() if first <= o <= last} if batch.refused else {}
+    return replace(batch, messages=messages[start:end], start_offset=first, last_offset=last, refused=refused,
+                   callback_errors=[])
