@@ -2,7 +2,7 @@
 
 Configured from the environment like tests/apps/pipeline.py. perform() records, per message,
 how long after its Kafka timestamp it started; tick() records where it ran; the listener
-records every hand-over of the throttled topic (the `enqueue` event) with its time.
+records every hand-over (the `enqueue` event) with its time.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ class Poison(Recorder):
 
 
 def _enqueued(event: str, payload: dict[str, Any]) -> None:
-    if payload["topic"] == f"{RUN}.throttle":
-        store().rpush(f"{RUN}:enqueued", f"{time.time()}:{payload['messages']}")
+    store().rpush(f"{RUN}:enqueued:{payload['topic']}", f"{time.time()}:{payload['messages']}")
 
 
 def _expired(event: str, payload: dict[str, Any]) -> None:
