@@ -181,6 +181,21 @@ class TestClient:
         )
         return result
 
+    def tick(self, topic: str, partition: int = 0, group: str | None = None) -> BaseConsumer:
+        """Run the route's tick() for a partition (tick_interval) as a worker would; the consumer it ran on.
+
+        What tick() raised is raised here, after after_failure(exc) ran.
+        """
+        route = self.route(topic, group)
+        if route.tick_interval is None:
+            raise KBridgeError(f"{route.shadow} has no tick_interval; it never ticks")
+        job = Job(route, ParamsBatch([]), tick=TopicPartition(topic, partition))
+        error = self._worker_runner().tick(job)
+        if error is not None:
+            raise error
+        assert job.consumer is not None
+        return job.consumer
+
     def stop(self) -> list[Exception]:
         """Fire before_stop, once per consumer class of every group, as stopping listeners would."""
         errors: list[Exception] = []
@@ -272,20 +287,23 @@ class TestClient:
 
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
-        producer = self._producer()
-        if self._runner is None or self._runner_producer is not producer:  # the app may be configured later
-            self._runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks,
-                                        producer=producer, enforce_timeout=True, extra=[self._recorder])
-            self._runner_producer = producer
         recorder = self._recorder
         recorder.reset()
-        outcome = self._runner.run(Job(route, batch), _AtOnce())
+        outcome = self._worker_runner().run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None
         result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead,
                                attempt_consumers=recorder.consumers))
         if not dead:
             result.performed.extend(batch)
+
+    def _worker_runner(self) -> PerformRunner:
+        producer = self._producer()
+        if self._runner is None or self._runner_producer is not producer:  # the app may be configured later
+            self._runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks,
+                                        producer=producer, enforce_timeout=True, extra=[self._recorder])
+            self._runner_producer = producer
+        return self._runner
 
     def _dead_letter(
         self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str

@@ -258,3 +258,27 @@ def test_info_and_flow_show_every_flow_option_and_pattern_routes(tmp_path: Any, 
         assert ("expire_after=600s delay_by=3s tick_interval=30s throttle=50/1s dead_letter_breaker=0.2/50+5s"
                 in result.output)
         assert "all_events=/events\\..+/" in result.output and "dead_letter_breaker=off" in result.output
+
+
+def test_testing_client_ticks_through_the_worker_runner() -> None:
+    from kbridge.testing import TestClient
+
+    failures: list[str] = []
+
+    class Flaky(Users):
+        def tick(self) -> None:
+            if self.partition.partition == 1:
+                raise RuntimeError("tick failed")
+            super().tick()
+
+        def after_failure(self, exc: BaseException) -> None:
+            failures.append(str(exc))
+
+    app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
+    app.topic("users", consumer=Flaky, backend="inline", tick_interval=5)
+    client = TestClient(app)
+    consumer = client.tick("users", partition=0)
+    assert consumer.ticked[-1] == TopicPartition("users", 0) and len(consumer.params_batch) == 0  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="tick failed"):
+        client.tick("users", partition=1)
+    assert failures == ["tick failed"]
