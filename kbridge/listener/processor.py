@@ -266,7 +266,7 @@ class GroupProcessor:
                 if not held.planned:
                     log.warning("resumed %s-%d after %d attempt(s)", tp.topic, tp.partition, held.attempts + 1)
             else:
-                attempts = 1 if hold.until is not None else (1 if held.planned else held.attempts + 1)
+                attempts = 1 if hold.until is not None or held.planned else held.attempts + 1
                 self._hold(tp, hold.pending, hold.reason, attempts=attempts, until=hold.until)
 
     # -- records the Kafka client cannot decode (rule 7) ---------------

@@ -41,7 +41,8 @@ from ..errors import KBridgeError
 from ..interchange import from_wire, to_wire
 from ..listener.offsets import OffsetTracker
 from ..listener.processor import Stats
-from ..listener.steps import Chain, Fetched, PartitionBatch, Step, StepContext, build_chain
+from ..listener.steps import Chain, Fetched, Hold, PartitionBatch, Step, StepContext, build_chain
+from ..listener.steps.breaker import BreakerStep
 from ..params import Params, ParamsBatch
 from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, PerformRunner, Retry, Stage, build_runner
 from ..producer import Producer
@@ -166,7 +167,7 @@ class TestClient:
         self._current = result
         try:
             hold = listener.chain.take(Fetched(TopicPartition(topic, partition), messages=messages))
-            while hold is not None and hold.until is not None:  # flow control (delay_by, throttle): wait it out
+            while hold is not None and hold.until is not None and not _breaker(hold):  # delay_by, throttle: wait
                 time.sleep(max(0.0, hold.until - time.monotonic()))
                 hold = Chain.resume(hold.pending)
         finally:
@@ -388,6 +389,11 @@ class _Collect(Step):
 class _GroupListener:
     chain: Chain
     offsets: OffsetTracker
+
+
+def _breaker(hold: Hold) -> bool:
+    """A hold of the dead-letter breaker: a test should see it at once, not sit out the cooldown."""
+    return any(isinstance(p.step, BreakerStep) for p in hold.pending)
 
 
 def _route_in(group: ConsumerGroup, topic: str) -> Route | None:

@@ -282,3 +282,16 @@ def test_testing_client_ticks_through_the_worker_runner() -> None:
     with pytest.raises(RuntimeError, match="tick failed"):
         client.tick("users", partition=1)
     assert failures == ["tick failed"]
+
+
+def test_testing_client_reports_a_tripped_breaker_at_once() -> None:
+    from kbridge.errors import KBridgeError
+    from kbridge.testing import TestClient
+
+    app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
+    app.topic("users", consumer=Users, backend="inline")  # the default breaker: 0.5 of 100, 60 s cooldown
+    client = TestClient(app)
+    started = time.monotonic()
+    with pytest.raises(KBridgeError, match="dead-letter breaker open"):
+        client.publish_many("users", [b"{bad"] * 150)
+    assert time.monotonic() - started < 5 and len(client.dead_letters) == 100
