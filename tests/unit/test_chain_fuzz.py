@@ -124,10 +124,9 @@ def fetched(rng: random.Random, start: int) -> Fetched:
     return Fetched(TP, messages=messages, refused=refused)
 
 
-@pytest.mark.parametrize("seed", range(300))
+@pytest.mark.parametrize(("seed", "flow"), [(s, False) for s in range(300)] + [(s, True) for s in range(100)])
 @pytest.mark.parametrize("batch_consuming", [False, True])
 @pytest.mark.parametrize("revocations", [False, True])
-@pytest.mark.parametrize("flow", [False, True])
 def test_nothing_below_a_mark_or_commit_is_unhandled(seed: int, batch_consuming: bool, revocations: bool,
                                                      flow: bool) -> None:
     rng = random.Random(seed)
