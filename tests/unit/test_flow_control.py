@@ -295,3 +295,14 @@ def test_testing_client_reports_a_tripped_breaker_at_once() -> None:
     with pytest.raises(KBridgeError, match="dead-letter breaker open"):
         client.publish_many("users", [b"{bad"] * 150)
     assert time.monotonic() - started < 5 and len(client.dead_letters) == 100
+
+
+def test_breaker_sees_the_dead_letters_of_delayed_messages() -> None:
+    proc, _, letters = processor(delay_by=0.05, dead_letter_cooldown=5)
+    poison = [Params(topic="users", partition=0, offset=o, raw_payload=b"{bad", timestamp_ms=time.time() * 1000)
+              for o in range(300)]
+    proc._take(Fetched(TP, messages=poison))
+    assert letters.sent == [] and proc._held[TP].planned  # waiting for the delay
+    time.sleep(0.06)
+    proc._retry_held()
+    assert "breaker" in proc._held[TP].reason and len(letters.sent) <= 100

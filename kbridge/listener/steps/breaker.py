@@ -55,8 +55,9 @@ class BreakerStep(Step):
             before = self.context.stats.dead_lettered
             try:
                 self.forward(part)
-            except Hold as hold:
-                self._record(len(part.messages), self.context.stats.dead_lettered - before)
+            except Hold as hold:  # count what was done; what a later step resumes is not seen here again
+                stopped = hold.pending[0].batch.start_offset
+                self._record(sum(m.offset < stopped for m in part.messages), self.context.stats.dead_lettered - before)
                 if end < len(batch.messages):
                     raise hold.then(self, batch.from_(batch.messages[end].offset)) from None
                 raise

@@ -28,7 +28,8 @@ class ExpireStep(Step):
         expired: list[Params] = []
         for m in batch.messages:
             ts = m.timestamp_ms
-            old = ts is not None and ts >= 0 and (m.receive_time_ms or now_ms) - ts > self.ms
+            old = ts is not None and ts >= 0 and (m.receive_time_ms or now_ms) - ts > self.ms \
+                and m.offset not in batch.refused  # a record the client refused is dead-lettered, stale or not
             (expired if old else fresh).append(m)
         if expired:
             ctx = self.context

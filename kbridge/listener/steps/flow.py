@@ -1,12 +1,13 @@
 """Which flow-control steps a route gets, and where: only the options it sets, so an unset one costs nothing.
 
-route -> [tick] -> [breaker] -> refused -> [expire] -> [delay] -> after_fetch -> filter -> [throttle] -> unit
+route -> [tick] -> [expire] -> [delay] -> [breaker] -> refused -> after_fetch -> filter -> [throttle] -> unit
 -> hand over -> mark
 
 - tick first: any fetched batch makes its partition not idle;
-- the breaker before everything that can dead-letter, so it sees all of it;
 - expire before delay (expiry is judged at fetch), both before the callbacks and filters, so a
   dropped or waiting message costs no filter run and filters see it when it is due;
+- the breaker after them and before everything that can dead-letter, so it sees every dead
+  letter, those of delayed messages too (a delay resumes its messages into the breaker);
 - throttle after the filter: it limits what is handed over.
 """
 
@@ -20,7 +21,6 @@ from .context import StepContext
 from .delay import DelayStep
 from .expire import ExpireStep
 from .filter import FilterStep
-from .refused import RefusedStep
 from .step import Step
 from .throttle import ThrottleStep
 from .tick import TickStep
@@ -32,15 +32,14 @@ def around(context: StepContext, route: Route | None, steps: list[Step]) -> list
         head: list[Step] = []
         if route.tick_interval is not None:
             head.append(TickStep(context, route, route.tick_interval))
+        if route.expire_after is not None:
+            head.append(ExpireStep(context, route.expire_after))
+        if route.delay_by is not None:
+            head.append(DelayStep(route.delay_by))
         if route.dead_letter_max_ratio is not None:
             head.append(BreakerStep(context, route.dead_letter_max_ratio, route.dead_letter_min_messages,
                                     route.dead_letter_cooldown))
-        timing: list[Step] = []
-        if route.expire_after is not None:
-            timing.append(ExpireStep(context, route.expire_after))
-        if route.delay_by is not None:
-            timing.append(DelayStep(route.delay_by))
-        steps = head + _after(steps, RefusedStep, timing)
+        steps = head + steps
         if route.throttle is not None:
             steps = _after(steps, FilterStep, [ThrottleStep(*route.throttle)])
     for step, after in zip(steps, steps[1:], strict=False):
