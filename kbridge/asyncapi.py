@@ -96,9 +96,8 @@ class _Document:
 
     def add_route(self, route: Route) -> None:
         mapper = self.app.settings.topic_mapper
-        pattern = getattr(route, "pattern", None)  # pattern routes: group.pattern(name, regex, ...)
-        if pattern is not None:
-            regex = getattr(pattern, "pattern", pattern)
+        if route.pattern is not None:  # group.pattern(name, regex, ...): no fixed address
+            regex = route.pattern.pattern
             source = self.channel(None, f"pattern.{route.group_name}.{route.name}",
                                   f"every topic matching the regex {regex!r}", **{"x-kbridge-pattern": str(regex)})
         else:

@@ -38,6 +38,8 @@ def routed_topics(groups: Iterable[ConsumerGroup]) -> list[str]:
         for route in group.topics.values():
             names[route.name] = None
             dlqs[route.dead_letter_topic] = None
+        for route in group.patterns.values():  # the topics a pattern matches come and go; its dead letters stay
+            dlqs[route.dead_letter_topic] = None
     return list(names) + [d for d in dlqs if d not in names]
 
 

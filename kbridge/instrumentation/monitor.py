@@ -49,6 +49,10 @@ EVENTS: dict[str, str] = {
     "assignment.waiting": "group_id, topics (subscribed; waiting for the group to assign partitions)",
     "partition.held": "group_id, topic, partition, offset, reason",
     "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
+    # flow control and the dead-letter breaker (docs/flow-control.md)
+    "expired": "group_id, topic, partition, messages (count), first_offset, last_offset",
+    "breaker.tripped": "group_id, route, topic, partition, messages (recent), dead_lettered, ratio, cooldown",
+    "breaker.closed": "group_id, route, topic, partition",
     "swarm.supervisor.started": "pid, nodes (count)",
     "swarm.supervisor.stopping": "signal",
     "swarm.supervisor.stopped": "code, node_codes ({node: exit code})",

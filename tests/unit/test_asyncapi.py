@@ -6,7 +6,6 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -19,7 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from kbridge import BaseConsumer, KBridge, PrefixMapper, Responder
-from kbridge.asyncapi import _Document, document
+from kbridge.asyncapi import document
 from kbridge.cli import main
 from tests.apps.typed_app import Order
 
@@ -162,14 +161,13 @@ def test_payload_schemas_come_from_the_models_and_accept_what_the_model_accepts(
 
 def test_a_pattern_route_is_a_channel_without_a_fixed_address() -> None:
     source = make_app()
-    route = next(iter(source.routes))
-    doc = _Document(source)
-    doc.add_route(SimpleNamespace(**{f.name: getattr(route, f.name) for f in dataclasses.fields(route)},
-                                  route_id=route.route_id, pattern=re.compile(r"orders\..+")))
-    rendered = doc.render()
-    channel = rendered["channels"]["pattern.sales.orders"]
+    with source.consumer_group("regions") as group:
+        group.pattern("regional", r"orders\..+", consumer=Noop, backend="inline", payload_model=Order)
+    rendered = document(source)
+    channel = rendered["channels"]["pattern.regions.regional"]
     assert channel["address"] is None and channel["x-kbridge-pattern"] == r"orders\..+"
-    assert rendered["operations"]["sales.orders.receive"]["channel"] == {"$ref": "#/channels/pattern.sales.orders"}
+    operation = rendered["operations"]["regions.regional.receive"]
+    assert operation["channel"] == {"$ref": "#/channels/pattern.regions.regional"}
     AsyncAPI.model_validate(rendered)
 
 

@@ -88,9 +88,9 @@ def test_info_lists_every_route_with_its_delivery_options() -> None:
     assert rows(out, "routes") == [
         ["group", "group_id", "topic", "consumer", "backend", "queue", "options"],
         ["payments", "vault_payments", "charges", "tests.apps.secrets.Noop", "celery", "celery (default)",
-         "batch=no timeout=5s max_retries=1 dlq=charges.dlq start_from=beginning"],
+         "batch=no timeout=5s max_retries=1 dlq=charges.dlq start_from=beginning dead_letter_breaker=0.5/100+60s"],
         ["audit", "vault_audit", "audit", "tests.apps.secrets.Noop", "inline", "-",
-         "batch=no timeout=60s max_retries=3 dlq=audit.dlq start_from=beginning"],
+         "batch=no timeout=60s max_retries=3 dlq=audit.dlq start_from=beginning dead_letter_breaker=0.5/100+60s"],
     ]
     assert all(line == line.rstrip() for line in out.splitlines())  # no rich padding in a pipe
 
@@ -99,9 +99,10 @@ def test_flow_shows_topic_consumer_filters_backend_queue_and_responders() -> Non
     code, out = run("flow", "--app", SECRETS)
     assert code == 0, out
     assert rows(out, "flow") == [
-        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "payload"],
-        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-", "-"],
-        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-", "-"],
+        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "flow_control", "payload"],
+        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-",
+         "dead_letter_breaker=0.5/100+60s", "-"],
+        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-", "dead_letter_breaker=0.5/100+60s", "-"],
     ]
 
 
@@ -110,7 +111,7 @@ def test_flow_names_filters_and_the_celery_apps_default_queue() -> None:
     assert code == 0, out
     assert rows(out, "flow")[1:] == [
         ["events", "events", "workers.consumers.EventsConsumer", "not_noise", "celery", "workers (default)", "-",
-         "-"],
+         "dead_letter_breaker=0.5/100+60s", "-"],
     ]
 
 
@@ -185,9 +186,8 @@ def test_a_framework_can_pass_the_app_object() -> None:
 
     result = CliRunner().invoke(main, ["flow"], obj=app, env={**NO_TERMINAL, "KBRIDGE_APP": ""})
     assert result.exit_code == 0, result.output
-    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-", "-"] in rows(
-        result.output, "flow"
-    )
+    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-",
+            "dead_letter_breaker=0.5/100+60s", "-"] in rows(result.output, "flow")
 
 
 # -- install ------------------------------------------------------------------------------------------

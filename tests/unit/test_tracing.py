@@ -145,7 +145,7 @@ def test_nothing_is_assembled_when_tracing_is_off(monkeypatch: pytest.MonkeyPatc
     from kbridge.runtime import Runtime
 
     chain = build_chain(StepContext("g", Runtime.of(app), Stats(), OffsetTracker()), lambda name: route)
-    step: Any = chain.head.next
+    step: Any = chain.head.entry(route)
     while step is not None:
         assert not isinstance(step, TracingStep)
         step = step.next

@@ -21,6 +21,7 @@ from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
     from celery import Celery
+    from kafka import TopicPartition
     from kombu.connection import Connection
 
 
@@ -62,6 +63,12 @@ class CeleryBackend:
                 redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after) if ok else None
             )
         return self._fast[queue]
+
+    def tick(self, route: Route, tp: TopicPartition) -> None:
+        """tick_interval: a kbridge.tick task, run by a worker (kbridge.backends.celery.tick)."""
+        from .tick import send_tick
+
+        send_tick(self.celery_app, route, tp)
 
     def close(self) -> None:
         connection: Any = self._connection

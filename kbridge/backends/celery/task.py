@@ -140,8 +140,15 @@ class TaskRequest:
             raise WireError(f"route {route_id!r} takes at most {self.route.max_batch_size} messages per task "
                             f"(max_batch_size), got {len(messages)}")
         rebuilt = [from_wire(m, self.route.deserializer) for m in messages]
-        expected = runtime.settings.topic_mapper.outgoing(self.route.name)
         first = rebuilt[0]
+        expected = runtime.settings.topic_mapper.outgoing(self.route.name)
+        if self.route.pattern is not None:  # any one topic the pattern matches, and nothing else
+            mapper = runtime.settings.topic_mapper
+            name = mapper.incoming(first.topic)
+            if not self.route.matches(name) or mapper.outgoing(name) != first.topic:
+                raise WireError(f"message {first!r} is not of a topic matching {self.route.pattern.pattern!r}, "
+                                f"which route {route_id!r} consumes")
+            expected = first.topic
         previous = -1
         for params in rebuilt:
             if params.topic != expected or params.partition != first.partition:
