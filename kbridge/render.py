@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import KBridge
+from .config import is_secret
 from .routing import Route
 
 NONE = "-"
@@ -108,6 +109,8 @@ def settings_table(app: KBridge) -> Table:
         if f.name == "kafka":
             continue
         value = getattr(s, f.name)
+        if is_secret(f.name) and value is not None:
+            value = "*****"
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))

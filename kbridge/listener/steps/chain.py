@@ -10,6 +10,7 @@ from .context import StepContext
 from .filter import FilterStep
 from .hand_over import HandOverStep
 from .mark import MarkStep
+from .pause import PauseStep
 from .refused import RefusedStep
 from .route import RouteStep
 from .step import Fetched, Hold, Pending, Step
@@ -42,6 +43,7 @@ class Chain:
 def build_chain(context: StepContext, route_of: Callable[[str], Route], tail: Sequence[Step] = ()) -> Chain:
     """route -> refused -> after_fetch -> filter -> unit -> hand over -> mark (-> tail: observers, for tests)."""
     steps: list[Step] = [
+        *([PauseStep(context.group_id, context.paused)] if context.paused is not None else []),
         RefusedStep(context), AfterFetchStep(), FilterStep(context), UnitStep(), HandOverStep(context),
         MarkStep(context), *tail,
     ]
