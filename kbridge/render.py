@@ -137,13 +137,23 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
     return t
 
 
-def flow_table(app: KBridge) -> Table:
+FLOW_COLUMNS = ("group", "topic", "consumer", "filters", "backend", "queue", "responds_to")
+
+
+def flow_rows(app: KBridge) -> list[dict[str, str]]:
     """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics."""
-    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to")
-    for group in app.routes.groups.values():
-        for r in group.topics.values():
-            add_row(
-                t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-                queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
-            )
+    return [
+        dict(zip(FLOW_COLUMNS, (
+            group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
+            queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+        ), strict=True))
+        for group in app.routes.groups.values() for r in group.topics.values()
+    ]
+
+
+def flow_table(app: KBridge) -> Table:
+    """The flow_rows as a table (kbridge flow); kbridge web shows the same rows."""
+    t = table("flow", *FLOW_COLUMNS)
+    for row in flow_rows(app):
+        add_row(t, *row.values())
     return t
