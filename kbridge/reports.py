@@ -25,13 +25,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from . import __version__
+from .lag import committed_offsets
 from .listener.controls import PAUSED_REASON, Controls
 from .routing.mapper import kafka_names
-from .topics import create_topics
+from .topics import admin_config, create_topics
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -86,7 +87,10 @@ class ListenerReporter:
         self._assigned: dict[str, list[tuple[str, int]]] = {p.group.id: [] for p in self.processors}
         self._errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
         self._highwater: dict[TopicPartition, int] = {}
+        self._earliest: dict[TopicPartition, int] = {}
         self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._committed: dict[str, dict[str, int]] = {}  # group id -> the group's offsets, read by the admin client
         self._failing = False
         monitor.subscribe("rebalance.assigned", self._on_assigned)
         monitor.subscribe("rebalance.revoked", self._on_revoked)
@@ -145,6 +149,7 @@ class ListenerReporter:
                 self._read_commands(commands)
                 if time.monotonic() >= next_report:
                     self._probe_highwater(probe)
+                    self._group_offsets()
                     _send(self._producer, reports_topic(self.settings), self.id, self.report())
                     next_report = time.monotonic() + self.settings.report_interval
                 if self._failing:
@@ -158,6 +163,8 @@ class ListenerReporter:
         for consumer in (commands, probe):
             if consumer is not None:
                 consumer.close(autocommit=False)
+        if self._admin is not None:
+            self._admin.close()
 
     def _consumer(self, **extra: Any) -> KafkaConsumer:
         return KafkaConsumer(**{**self.settings.consumer_config(), "group_id": None, "enable_auto_commit": False,
@@ -188,10 +195,27 @@ class ListenerReporter:
                     continue
                 self.controls.apply(command)
 
+    def _group_offsets(self) -> None:
+        """The group's committed offsets, for partitions this listener has not committed itself yet
+        (assigned, but nothing new arrived, or paused since the start)."""
+        for processor in self.processors:
+            known = processor.stats.committed_offsets
+            with self._lock:
+                assigned = self._assigned.get(processor.group.id, [])
+            if all(f"{t}-{p}" in known for t, p in assigned):
+                continue
+            if self._admin is None:
+                self._admin = KafkaAdminClient(**admin_config(self.settings))
+            found = committed_offsets(self._admin, processor.group.id)
+            self._committed[processor.group.id] = {f"{tp.topic}-{tp.partition}": o for tp, o in found.items()}
+
     def _probe_highwater(self, probe: KafkaConsumer) -> None:
         for tp, mark in self._highwater.items():
             probe.seek(tp, mark)  # fetch only what arrived since: at most one small batch each
         probe.poll(timeout_ms=300, max_records=1)
+        fresh = [tp for tp in probe.assignment() if tp not in self._earliest]
+        if fresh:  # ListOffsets(EARLIEST) is right on every broker; the start of a group with no commit yet
+            self._earliest.update(probe.beginning_offsets(fresh))
         for tp in probe.assignment():
             mark = probe.highwater(tp)
             if mark is not None:
@@ -205,17 +229,21 @@ class ListenerReporter:
             group_id = processor.group.id
             with self._lock:
                 assigned = list(self._assigned.get(group_id, []))
-            committed = dict(processor.stats.committed_offsets)
+            committed = {**self._committed.get(group_id, {}), **processor.stats.committed_offsets}
             held = {(tp.topic, tp.partition): reason for tp, reason in processor.held_reasons().items()}
             partitions = []
+            from_start = all(r.start_from_beginning for r in processor.group.topics.values())
             for topic, partition in sorted((str(tp[0]), int(tp[1])) for tp in assigned):
                 at = committed.get(f"{topic}-{partition}")
                 mark = self._highwater.get(TopicPartition(topic, partition))
                 reason = held.get((topic, partition))
+                # no commit in the group yet: it starts at the earliest offset (or at the end, where nothing lags)
+                start = at if at is not None else self._earliest.get(TopicPartition(topic, partition)) \
+                    if from_start else mark
                 paused = self.controls.is_paused(group_id, topic, partition)
                 partitions.append({
                     "topic": topic, "partition": partition, "committed": at, "highwater": mark,
-                    "lag": None if at is None or mark is None else max(0, mark - at),
+                    "lag": None if start is None or mark is None else max(0, mark - start),
                     "state": "paused" if paused else "held" if reason else "flowing",
                     "reason": reason,
                 })

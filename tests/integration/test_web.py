@@ -150,7 +150,10 @@ def test_pause_from_the_page_stops_a_partition_and_resume_drains_it(web: Web, pa
         parts = web.partitions()
         return (parts[0]["lag"] or 0) > 0 and all(parts[p]["lag"] == 0 for p in (1, 2))
 
-    wait_until(others_drained, 60, what="partitions 1 and 2 drained while 0 has lag")
+    try:
+        wait_until(others_drained, 60, what="partitions 1 and 2 drained while 0 has lag")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {web.partitions()}") from None
     paused_lag = web.partitions()[0]["lag"]
     page.screenshot(path=f"{SHOTS}/groups-paused.png", full_page=True)
     page.locator(f'tr[data-tp="{web.topic}-0"] button.resume').click()
