@@ -92,6 +92,7 @@ class ListenerReporter:
         self._admin: KafkaAdminClient | None = None
         self._committed: dict[str, dict[str, int]] = {}  # group id -> the group's offsets, read by the admin client
         self._failing = False
+        self.monitor = monitor
         monitor.subscribe("rebalance.assigned", self._on_assigned)
         monitor.subscribe("rebalance.revoked", self._on_revoked)
         for event in ERROR_EVENTS:
@@ -125,6 +126,10 @@ class ListenerReporter:
     def close(self) -> None:
         """Stop the thread and send a last report saying this listener stopped."""
         self._stop.set()
+        self.monitor.unsubscribe("rebalance.assigned", self._on_assigned)
+        self.monitor.unsubscribe("rebalance.revoked", self._on_revoked)
+        for event in ERROR_EVENTS:
+            self.monitor.unsubscribe(event, self._on_error)
         if self._thread is not None:
             self._thread.join(10)
         if self._producer is not None:

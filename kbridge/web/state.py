@@ -23,6 +23,7 @@ log = logging.getLogger("kbridge.web")
 
 HISTORY_SECONDS = 3600.0
 MAX_FAILURES = 500
+MAX_COMMANDS = 1000  # command ids whose acknowledgements are kept
 
 
 class ReportStore:
@@ -53,6 +54,10 @@ class ReportStore:
                     self._acked.setdefault(str(command_id), []).append(report["id"])
             while self._samples and self._samples[0]["at"] < now - self.history:
                 self._samples.popleft()
+            for old in [i for i, r in self._latest.items() if float(r["at"]) < now - self.history]:
+                del self._latest[old]  # gone for an hour: no longer listed
+            while len(self._acked) > MAX_COMMANDS:
+                del self._acked[next(iter(self._acked))]
 
     def alive(self, report: dict[str, Any], now: float) -> bool:
         return not report.get("stopped") and now - float(report["at"]) <= self.timeout

@@ -28,7 +28,12 @@ function table(headers, rows, id) {
 }
 function card(label, n) { return el("div", {class: "card"}, el("div", {class: "n"}, n), label); }
 function ago(t) { return Math.round(Date.now() / 1000 - t) + "s ago"; }
-function say(message, cls) { const n = document.getElementById("status"); if (n) { n.className = cls || ""; n.textContent = message; } }
+let lastSaid = ["", ""];  // kept across the page's refreshes
+function say(message, cls) {
+  lastSaid = [message, cls || ""];
+  const n = document.getElementById("status");
+  if (n) { n.className = lastSaid[1]; n.textContent = lastSaid[0]; }
+}
 
 const pages = {
   async overview(root) {
@@ -61,7 +66,7 @@ const pages = {
       nodes.push(el("h3", {}, "Lag per partition and messages fetched per second, last hour"), drawChart(chart));
     }
     if (!groups.length) nodes.push(el("p", {}, "No running listener has reported yet."));
-    root.replaceChildren(el("p", {id: "status"}), ...nodes);
+    root.replaceChildren(el("p", {id: "status", class: lastSaid[1]}, lastSaid[0]), ...nodes);
   },
 
   async routes(root) {
@@ -73,15 +78,11 @@ const pages = {
   async errors(root) {
     const route = new URLSearchParams(location.search).get("route") || "";
     const rows = await api("/api/errors" + (route ? "?route=" + encodeURIComponent(route) : ""));
-    const routes = await api("/api/routes");
+    const every = route ? await api("/api/errors") : rows;
     const select = el("select", {id: "route-filter", onchange: e => {
       location.search = e.target.value ? "?route=" + encodeURIComponent(e.target.value) : ""; }},
       el("option", {value: ""}, "every route"));
-    for (const r of routes) {
-      const id = r.group + "/" + r.topic;
-      const option = el("option", {value: id}, id);
-      select.append(option);
-    }
+    for (const id of [...new Set(every.map(f => f.route))].sort()) select.append(el("option", {value: id}, id));
     select.value = route;
     root.replaceChildren(el("label", {}, "route ", select),
       table(["when", "route", "offset", "attempt", "error", "traceback", "worker"],
@@ -91,7 +92,7 @@ const pages = {
 
   async "dead-letters"(root) {
     const topics = await api("/api/dead-letters");
-    const nodes = [el("p", {id: "status"})];
+    const nodes = [el("p", {id: "status", class: lastSaid[1]}, lastSaid[0])];
     for (const topic of topics) {
       let letters;
       try { letters = await api("/api/dead-letters/" + encodeURIComponent(topic) + "?limit=50"); }
