@@ -171,3 +171,38 @@ def test_a_short_token_is_refused_without_showing_it(monkeypatch: pytest.MonkeyP
     with pytest.raises(KBridgeError) as refused:
         create_app(_app(), read_reports=False)
     assert "short-secret" not in str(refused.value)
+
+
+def test_listener_report_shows_partitions_states_errors_and_acks() -> None:
+    import threading
+
+    from kbridge.listener.processor import GroupProcessor
+    from kbridge.reports import ListenerReporter
+    from kbridge.runtime import Runtime
+
+    app = _app(web_reports=True)
+    before = {event: len(app.monitor._subscribers[event]) for event in ("rebalance.assigned", "enqueue.failed")}
+    controls = Controls()
+    processor = GroupProcessor(Runtime.of(app), app.routes.groups["orders"], threading.Event(), controls.is_paused)
+    reporter = ListenerReporter(app.settings, [processor], controls, app.monitor)
+    app.monitor.instrument("rebalance.assigned", group_id="shop_orders", partitions=[("orders", 0), ("orders", 1)])
+    processor.stats.committed_offsets["orders-0"] = 40
+    reporter._highwater[TopicPartition("orders", 0)] = 100
+    reporter._earliest[TopicPartition("orders", 1)] = 5
+    reporter._highwater[TopicPartition("orders", 1)] = 8
+    controls.apply(_command("pause", 1))
+    app.monitor.instrument("partition.held", group_id="shop_orders", topic="orders", partition=1, offset=5,
+                           reason=PAUSED_REASON)
+    app.monitor.instrument("enqueue.failed", group_id="shop_orders", topic="orders", partition=0, offset=40,
+                           error="ConnectionError: broker down")
+    report = reporter.report()
+    parts = {p["partition"]: p for p in report["groups"][0]["partitions"]}
+    assert parts[0] | {"reason": None} == {"topic": "orders", "partition": 0, "committed": 40, "highwater": 100,
+                                         "lag": 60, "state": "flowing", "reason": None}
+    assert parts[1]["state"] == "paused" and parts[1]["committed"] is None and parts[1]["lag"] == 3
+    assert [e["event"] for e in report["errors"]] == ["enqueue.failed"]  # an operator's pause is no error
+    assert report["acked"] == ["pause-1"] and reporter.report()["acked"] == []
+    app.monitor.instrument("rebalance.revoked", group_id="shop_orders", partitions=[("orders", 0)])
+    assert [p["partition"] for p in reporter.report()["groups"][0]["partitions"]] == [1]
+    reporter.close()
+    assert {event: len(app.monitor._subscribers[event]) for event in before} == before
