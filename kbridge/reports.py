@@ -93,10 +93,11 @@ class ListenerReporter:
         self._committed: dict[str, dict[str, int]] = {}  # group id -> the group's offsets, read by the admin client
         self._failing = False
         self.monitor = monitor
-        monitor.subscribe("rebalance.assigned", self._on_assigned)
-        monitor.subscribe("rebalance.revoked", self._on_revoked)
-        for event in ERROR_EVENTS:
-            monitor.subscribe(event, self._on_error)
+        # the bound methods themselves: unsubscribe() matches by identity, and each attribute access makes a new one
+        self._subscribed = [("rebalance.assigned", self._on_assigned), ("rebalance.revoked", self._on_revoked),
+                            *((event, self._on_error) for event in ERROR_EVENTS)]
+        for event, fn in self._subscribed:
+            monitor.subscribe(event, fn)
 
     # -- monitor subscribers (on the polling threads; quick) ------------------
 
@@ -126,10 +127,8 @@ class ListenerReporter:
     def close(self) -> None:
         """Stop the thread and send a last report saying this listener stopped."""
         self._stop.set()
-        self.monitor.unsubscribe("rebalance.assigned", self._on_assigned)
-        self.monitor.unsubscribe("rebalance.revoked", self._on_revoked)
-        for event in ERROR_EVENTS:
-            self.monitor.unsubscribe(event, self._on_error)
+        for event, fn in self._subscribed:
+            self.monitor.unsubscribe(event, fn)
         if self._thread is not None:
             self._thread.join(10)
         if self._producer is not None:
