@@ -53,7 +53,7 @@ def _drain(bench: Bench, app: KBridge, group: str, ends: dict[Any, int], queue: 
 
 
 def run(bench: Bench) -> Result:
-    topic, queue = bench.config.topic(NAME), bench.config.queue(NAME)
+    topic = bench.config.topic(NAME)
     create_topic(bench, topic)
     ends = produce(bench, topic, bench.sizes.messages)
     n = sum(ends.values())
@@ -61,10 +61,13 @@ def run(bench: Bench) -> Result:
     app = KBridge(client_id=f"{bench.config.client_id}-reports", kafka=dict(kb.settings.kafka), celery=celery_app,
                   max_poll_records=kb.settings.max_poll_records, web_reports=True, report_interval=1.0)
     for i, mode in enumerate(ORDER):
-        app.consumer_group(f"{mode}{i}").topic(topic, consumer=Noop, queue=queue)
+        # a queue per run: the Redis ledger of a later run must not see an earlier run's tasks vanish
+        app.consumer_group(f"{mode}{i}").topic(topic, consumer=Noop, queue=bench.config.queue(f"{NAME}-{mode}{i}"))
     rates: dict[str, list[float]] = {"off": [], "on": []}
     for i, mode in enumerate(ORDER):
-        rates[mode].append(_drain(bench, app, f"{mode}{i}", ends, queue, reports=mode == "on"))
+        rates[mode].append(_drain(bench, app, f"{mode}{i}", ends, bench.config.queue(f"{NAME}-{mode}{i}"),
+                                  reports=mode == "on"))
+        print(f"[bench] reports {mode}{i}: {rates[mode][-1]:.0f} msg/s", flush=True)
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     return Result("web reports on (1 s interval)", "msg/s", value=on, baseline=off, baseline_name="reports off",
                   target=Target(">=", 0.98),

@@ -99,3 +99,13 @@ def test_rabbitmq_broker_listener_pause_resume_and_replay_through_the_api(
     assert result["replayed"] == 1, result
     wait_until(lambda: int(store.get(f"{run}:performed-poison") or 0) == 1, 60, what="the replayed letter performed")
     print(f"[web-amqp] {result['summary']}")
+
+    # a second poison letter, skipped: replay then has nothing to send, and it is never performed
+    produce(kbridge_kafka.bootstrap, topic, [b"poison again"])
+    fresh = wait_until(lambda: [x for x in api.get(f"/api/dead-letters/{dlq}") if x["payload"] == "poison again"],
+                       60, interval=1.0, what="the second poison letter")[0]
+    skipped = api.post(f"/api/dead-letters/{dlq}/skip", {"partition": fresh["partition"], "until": fresh["offset"]})
+    assert skipped["next"] == fresh["offset"] + 1
+    again = api.post(f"/api/dead-letters/{dlq}/replay", {"limit": None})
+    assert again["replayed"] == 0, again
+    assert int(store.get(f"{run}:performed-poison") or 0) == 1
