@@ -5,7 +5,7 @@ the tasks (Redis, RabbitMQ), and a report is just another record any tool can re
 A listener sends one report every report_interval seconds from a thread of its own:
 nothing is added to the poll loop. What the report says comes from the group
 processors' counters, their held partitions, Monitor events (assignments, errors) and a
-probe consumer that fetches once per interval from each routed partition, because the
+probe consumer that fetches once per interval from each partition the listener owns, because the
 high watermark of a fetch response is the end offset every broker gets right (Tansu's
 ListOffsets does not). Workers report each failed perform attempt as it happens.
 """
@@ -31,7 +31,6 @@ from kafka.errors import KafkaError
 from . import __version__
 from .lag import committed_offsets
 from .listener.controls import PAUSED_REASON, Controls
-from .routing.mapper import kafka_names
 from .topics import admin_config, create_topics
 
 if TYPE_CHECKING:
@@ -180,14 +179,8 @@ class ListenerReporter:
         return consumer
 
     def _probe(self) -> KafkaConsumer:
-        """Fetches from each routed partition only to learn its high watermark; records are dropped."""
-        consumer = self._consumer(auto_offset_reset="latest", max_partition_fetch_bytes=1024)
-        names = kafka_names(self.settings.topic_mapper, {t for p in self.processors for t in p.group.topics})
-        existing = consumer.topics()
-        tps = [TopicPartition(t, n) for t in sorted(names) if t in existing
-               for n in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        return consumer
+        """Fetches from this listener's partitions only to learn their high watermarks; records are dropped."""
+        return self._consumer(auto_offset_reset="latest", max_partition_fetch_bytes=1024)
 
     def _read_commands(self, consumer: KafkaConsumer) -> None:
         for records in consumer.poll(timeout_ms=200, max_records=100).values():
@@ -214,8 +207,15 @@ class ListenerReporter:
             self._committed[processor.group.id] = {f"{tp.topic}-{tp.partition}": o for tp, o in found.items()}
 
     def _probe_highwater(self, probe: KafkaConsumer) -> None:
+        with self._lock:
+            wanted = {TopicPartition(str(t), int(p)) for tps in self._assigned.values() for t, p in tps}
+        if wanted != probe.assignment():
+            probe.assign(sorted(wanted))  # follows rebalances: only partitions this listener reports on
+        if not wanted:
+            return
         for tp, mark in self._highwater.items():
-            probe.seek(tp, mark)  # fetch only what arrived since: at most one small batch each
+            if tp in wanted:
+                probe.seek(tp, mark)  # fetch only what arrived since: at most one small batch each
         probe.poll(timeout_ms=300, max_records=1)
         fresh = [tp for tp in probe.assignment() if tp not in self._earliest]
         if fresh:  # ListOffsets(EARLIEST) is right on every broker; the start of a group with no commit yet
