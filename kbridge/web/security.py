@@ -55,7 +55,7 @@ class Guard:
         return hmac.new(self._secret, b"session:" + self.token.encode(), hashlib.sha256).hexdigest()
 
     def token_ok(self, given: str) -> bool:
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        return self.token is not None and _same(given, self.token)
 
     def bearer(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -64,7 +64,7 @@ class Guard:
     def authenticated(self, request: Request) -> bool:
         if self.token is None or self.bearer(request):
             return True
-        return hmac.compare_digest(request.cookies.get(COOKIE, ""), self.session())
+        return _same(request.cookies.get(COOKIE, ""), self.session())
 
     async def __call__(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
@@ -76,7 +76,7 @@ class Guard:
                     response = RedirectResponse("/login", status_code=303)
                 return _secured(response)
             if request.method not in ("GET", "HEAD") and not self.bearer(request):
-                if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), self.csrf):
+                if not _same(request.headers.get(CSRF_HEADER, ""), self.csrf):
                     return _secured(JSONResponse({"error": "missing or wrong X-CSRF-Token header"}, status_code=403))
         return _secured(await call_next(request))
 
@@ -85,12 +85,17 @@ class Guard:
             return _secured(login_page(self.csrf, failed=False))
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         given, csrf = form.get("token", [""])[0], form.get("csrf", [""])[0]
-        if not hmac.compare_digest(csrf, self.csrf) or not self.token_ok(given):
+        if not _same(csrf, self.csrf) or not self.token_ok(given):
             return _secured(login_page(self.csrf, failed=True, status=403))
         response = RedirectResponse("/", status_code=303)
         if self.token is not None:
             response.set_cookie(COOKIE, self.session(), httponly=True, samesite="strict")
         return _secured(response)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (compare_digest refuses such str)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _secured(response: Response) -> Response:

@@ -159,6 +159,21 @@ def test_login_sets_a_session_that_is_not_the_token_and_posts_need_csrf(client: 
     assert not_dlq.status_code == 404
 
 
+def test_non_ascii_credentials_are_refused_not_an_error(client: Any) -> None:
+    assert client.get("/api/overview", headers={"Authorization": "Bearer tökén".encode("latin-1")}).status_code == 401
+    assert client.get("/api/overview", headers={"Cookie": "kbridge_session=ünï".encode("latin-1")}).status_code == 401
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/overview", headers=ok).status_code == 200
+    csrf = client.get("/api/csrf", headers=ok).json()["csrf"]
+    client.post("/login", content=f"token={TOKEN}&csrf={csrf}",
+                headers={"content-type": "application/x-www-form-urlencoded"})
+    refused = client.post("/api/pause", json={}, headers={"X-CSRF-Token": "é".encode("latin-1")})
+    assert refused.status_code == 403
+    login = client.post("/login", content="token=%C3%A9&csrf=%C3%A9",
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert login.status_code == 403
+
+
 def test_a_foreign_host_header_is_refused_on_loopback(client: Any) -> None:
     assert client.get("/login", headers={"Host": "attacker.example"}).status_code == 400
 
