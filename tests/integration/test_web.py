@@ -59,6 +59,13 @@ class Web:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return json.load(response)
 
+    def post(self, path: str, body: Any) -> Any:
+        csrf = self.api("/api/csrf")["csrf"]
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
     def partitions(self) -> dict[int, dict[str, Any]]:
         groups = {g["group_id"]: g for g in self.api("/api/groups")}
         group = groups.get(self.group_id, {"partitions": []})
@@ -125,30 +132,41 @@ def _alive_rows(page: Any) -> int:
     return int(page.locator("#listeners tr.alive").count())
 
 
-def test_overview_shows_two_listeners_then_one_after_kill(web: Web, page: Any) -> None:
+def test_overview_shows_two_listeners_then_one_after_kill_and_a_pause_survives_it(web: Web, page: Any) -> None:
     page.goto(web.url + "/")
     wait_until(lambda: _alive_rows(page) == 2, 90, what="two running listeners on the overview",
                alive=[*web.listeners, web.server])
     page.screenshot(path=f"{SHOTS}/overview-two-listeners.png", full_page=True)
-    victim = web.listeners.pop()
+    # pause partition 0, then kill -9 the listener that owns it: the pause must survive the rebalance
+    wait_until(lambda: len(web.partitions()) == 3, 60, what="3 partitions reported")
+    owner = web.partitions()[0]["listener"]
+    victim = next(p for p in web.listeners if p.pid == int(owner.split(":")[1]))
+    page.goto(web.url + "/groups")
+    page.locator(f'tr[data-tp="{web.topic}-0"] button.pause').click()
+    wait_until(lambda: web.partitions()[0]["state"] == "paused", 30, what="partition 0 paused from the page")
+    page.goto(web.url + "/")
+    web.listeners.remove(victim)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
     wait_until(lambda: _alive_rows(page) == 1 and page.locator("#listeners tr.gone").count() == 1, 30,
                what="one running and one gone listener", alive=[web.server])
     page.screenshot(path=f"{SHOTS}/overview-one-gone.png", full_page=True)
-    # the survivor takes every partition after the rebalance
-    wait_until(lambda: len(web.partitions()) == 3, 60, what="3 partitions owned by the running listener")
+
+    def moved_and_still_paused() -> bool:
+        parts = web.partitions()
+        return len(parts) == 3 and parts[0]["listener"] != owner and parts[0]["state"] == "paused"
+
+    wait_until(moved_and_still_paused, 60, what="partition 0 owned by the survivor, still paused")
 
 
 def test_pause_from_the_page_stops_a_partition_and_resume_drains_it(web: Web, page: Any) -> None:
     page.goto(web.url + "/groups")
-    page.locator(f'tr[data-tp="{web.topic}-0"] button.pause').click()
-    wait_until(lambda: web.partitions().get(0, {}).get("state") == "paused", 30, what="partition 0 paused")
+    assert web.partitions()[0]["state"] == "paused"  # paused from the page in the test before, across the kill
     produce(web.kafka.bootstrap, web.topic, [b"{}"] * 300, keys=[str(i).encode() for i in range(300)])
 
     def others_drained() -> bool:
         parts = web.partitions()
-        return (parts[0]["lag"] or 0) > 0 and all(parts[p]["lag"] == 0 for p in (1, 2))
+        return (parts[0]["lag"] or 0) > 0 and all(parts[p]["lag"] == 0 for p in (1, 2))  # 0 paused, others drain
 
     try:
         wait_until(others_drained, 60, what="partitions 1 and 2 drained while 0 has lag")
