@@ -221,3 +221,24 @@ def test_listener_report_shows_partitions_states_errors_and_acks() -> None:
     assert [p["partition"] for p in reporter.report()["groups"][0]["partitions"]] == [1]
     reporter.close()
     assert {event: len(app.monitor._subscribers[event]) for event in before} == before
+
+
+def test_the_pause_step_is_in_the_chain_only_with_web_reports() -> None:
+    from kbridge.listener.offsets import OffsetTracker
+    from kbridge.listener.processor import Stats
+    from kbridge.listener.steps import StepContext, build_chain
+    from kbridge.runtime import Runtime
+
+    app = _app()
+    group = app.routes.groups["orders"]
+
+    def steps(paused: Any) -> list[str]:
+        context = StepContext(group.id, Runtime.of(app), Stats(), OffsetTracker(), paused=paused)
+        step, names = build_chain(context, lambda name: group.topics[name]).head.next, []
+        while step is not None:
+            names.append(type(step).__name__)
+            step = step.next
+        return names
+
+    assert "PauseStep" not in steps(None)
+    assert steps(Controls().is_paused)[0] == "PauseStep"
