@@ -197,10 +197,11 @@ class TimedProcessor(GroupProcessor):
     makes only after the broker confirmed every enqueue before it.
     """
 
-    def __init__(self, app: KBridge, group_name: str, stop: threading.Event, ends: Ends) -> None:
+    def __init__(self, app: KBridge, group_name: str, stop: threading.Event, ends: Ends,
+                 paused: Callable[[str, str, int], bool] | None = None) -> None:
         if not hasattr(GroupProcessor, "_connect"):
             raise RuntimeError("GroupProcessor._connect is gone; update bench.harness.TimedProcessor to time the join")
-        super().__init__(Runtime.of(app), app.routes.select([group_name])[0], stop)
+        super().__init__(Runtime.of(app), app.routes.select([group_name])[0], stop, paused)
         self.ends = {f"{tp.topic}-{tp.partition}": end for tp, end in ends.items()}
         self.assigned_at: float | None = None
         self.committed_at: float | None = None
@@ -250,14 +251,20 @@ class _AssignmentClock(ConsumerRebalanceListener):
 
 
 @contextmanager
-def in_process_listener(bench: Bench, kb: KBridge, group: str, ends: Ends, name: str) -> Iterator[TimedProcessor]:
+def in_process_listener(
+    bench: Bench, kb: KBridge, group: str, ends: Ends, name: str,
+    paused: Callable[[str, str, int], bool] | None = None,
+    before_start: Callable[[TimedProcessor], None] | None = None,
+) -> Iterator[TimedProcessor]:
     """Run a TimedProcessor on a thread of this process; stop it (commit, leave the group) on exit.
 
     With bench.profile_dir set, the listener thread runs under cProfile and its stats
     are written to <profile_dir>/<name>.prof.
     """
     stop = threading.Event()
-    processor = TimedProcessor(kb, group, stop, ends)
+    processor = TimedProcessor(kb, group, stop, ends, paused)
+    if before_start is not None:
+        before_start(processor)
 
     def run() -> None:
         profiler = cProfile.Profile() if bench.profile_dir is not None else None

@@ -519,3 +519,24 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     click.echo(result.summary(dlq_topic))
     if result.skipped:
         sys.exit(3)
+
+
+# -- kbridge web: the dashboard (kbridge.web, the `web` extra) --------------------------------------------
+@main.command()
+@app_option
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="KBRIDGE_WEB_HOST", callback=_host,
+              help="Address to listen on; 0.0.0.0 serves every interface (set web_token then).")
+@click.option("--port", type=click.IntRange(1, 65535), default=9300, show_default=True, envvar="KBRIDGE_WEB_PORT")
+def web(app_spec: str | None, host: str, port: int) -> None:
+    """Serve the dashboard: listeners, lag, errors, dead letters, pause and resume."""
+    try:
+        from .web import serve
+    except ImportError as exc:
+        raise click.ClickException(f"kbridge web needs the web extra: pip install 'kbridge[web]' ({exc})") from None
+    app = _load(app_spec)
+    if not app.settings.web_reports:
+        click.echo("note: web_reports is off in this app, so its listeners send no reports to show", err=True)
+    try:
+        serve(app, host, port)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -67,6 +67,14 @@ class Settings:
     metrics_host: str = DEFAULT_HOST
     health_host: str = DEFAULT_HOST
     liveness_timeout: float = 60.0  # /live fails once a consumer group's loop has not turned for this long
+    # Dashboard (kbridge.reports, kbridge web): listeners report every report_interval seconds to
+    # '<client_id>.kbridge.reports' and read commands from '<client_id>.kbridge.commands'; workers report
+    # failures. A listener silent for report_timeout seconds is shown as gone. web_token (or the
+    # KBRIDGE_WEB_TOKEN environment variable): when set, every page and API call of `kbridge web` needs it.
+    web_reports: bool = False
+    report_interval: float = 5.0
+    report_timeout: float = 30.0
+    web_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, values: dict[str, Any]) -> Settings:
@@ -89,12 +97,14 @@ class Settings:
             problems.extend(_kafka_problems(kafka))
 
         for key in ("shutdown_timeout", "poll_timeout", "enqueue_backoff_max", "dead_letter_timeout",
-                    "redelivery_after", "swarm_stall_timeout", "produce_timeout", "liveness_timeout"):
+                    "redelivery_after", "swarm_stall_timeout", "produce_timeout", "liveness_timeout",
+                    "report_interval", "report_timeout"):
             if key in values and not _positive(values[key]):
                 problems.append(f"{key} must be a number of seconds > 0, got {values[key]!r}")
         problems.extend(_swarm_problems(values))
         problems.extend(_port_problems(values))
         problems.extend(_host_problems(values))
+        problems.extend(_web_problems(values))
         if "topic_mapper" in values:
             problems.extend(mapper_problems(values["topic_mapper"]))
         mpr = values.get("max_poll_records", cls.max_poll_records)
@@ -213,6 +223,16 @@ def _swarm_problems(values: dict[str, Any]) -> list[str]:
     # Nodes report every second; a shorter limit would replace healthy nodes that were merely busy.
     if not (_positive(silence) and silence >= MIN_SWARM_SILENCE):
         problems.append(f"swarm_silence_timeout must be a number of seconds >= {MIN_SWARM_SILENCE:g}, got {silence!r}")
+    return problems
+
+
+def _web_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    if not isinstance(values.get("web_reports", False), bool):
+        problems.append(f"web_reports must be True or False, got {values['web_reports']!r}")
+    token = values.get("web_token")
+    if token is not None and not (isinstance(token, str) and len(token) >= 16):
+        problems.append("web_token must be a str of at least 16 characters, or None (the value is not shown)")
     return problems
 
 

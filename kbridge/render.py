@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import KBridge
+from .config import is_secret
 from .instrumentation import tracing
 from .payloads import model_kind
 from .routing import Route
@@ -118,6 +119,8 @@ def settings_table(app: KBridge) -> Table:
         if f.name == "kafka":
             continue
         value = getattr(s, f.name)
+        if is_secret(f.name) and value is not None:
+            value = "*****"
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))
@@ -167,16 +170,25 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
     return t
 
 
-def flow_table(app: KBridge) -> Table:
+FLOW_COLUMNS = ("group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "flow_control", "payload")
+
+
+def flow_rows(app: KBridge) -> list[dict[str, str]]:
     """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics;
     then the route's flow control, and the payload_model the payload validates into."""
-    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "flow_control",
-              "payload")
-    for group in app.routes.groups.values():
-        for r in group.routes():
-            add_row(
-                t, group.name, topic_cell(r), consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-                queue_name(app, r), ", ".join(responder_topics(r)) or NONE, " ".join(flow_options(r)),
-                payload_label(r),
-            )
+    return [
+        dict(zip(FLOW_COLUMNS, (
+            group.name, topic_cell(r), consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
+            queue_name(app, r), ", ".join(responder_topics(r)) or NONE, " ".join(flow_options(r)) or NONE,
+            payload_label(r),
+        ), strict=True))
+        for group in app.routes.groups.values() for r in group.routes()
+    ]
+
+
+def flow_table(app: KBridge) -> Table:
+    """The flow_rows as a table (kbridge flow); kbridge web shows the same rows."""
+    t = table("flow", *FLOW_COLUMNS)
+    for row in flow_rows(app):
+        add_row(t, *row.values())
     return t

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import KBridgeError
 from ..runtime import Runtime
+from .controls import Controls
 from .processor import GroupProcessor
 
 if TYPE_CHECKING:
     from ..app import KBridge
+    from ..reports import ListenerReporter
     from ..routing import ConsumerGroup
 
 log = logging.getLogger("kbridge.listener")
@@ -33,7 +35,15 @@ class ListenerProcess:
     def __init__(self, runtime: Runtime, groups: list[ConsumerGroup]) -> None:
         self.runtime = runtime
         self.stop = threading.Event()
-        self.processors = [GroupProcessor(runtime, g, self.stop) for g in groups]
+        # kbridge web: pause commands reach the chain through controls; a reporter publishes the state
+        controls = Controls() if runtime.settings.web_reports else None
+        paused = controls.is_paused if controls is not None else None
+        self.processors = [GroupProcessor(runtime, g, self.stop, paused) for g in groups]
+        self.reporter: ListenerReporter | None = None
+        if controls is not None:
+            from ..reports import ListenerReporter
+
+            self.reporter = ListenerReporter(runtime.settings, self.processors, controls, runtime.monitor)
         self._errors: list[BaseException] = []
         self._signals = 0
 
@@ -53,6 +63,8 @@ class ListenerProcess:
         ]
         for t in threads:
             t.start()
+        if self.reporter is not None:
+            self.reporter.start()
         last_summary = time.monotonic()
         summaries = {p.group.id: p.summary() for p in self.processors}
         while not self.stop.wait(0.2):
@@ -69,6 +81,8 @@ class ListenerProcess:
         deadline = time.monotonic() + self.runtime.settings.shutdown_timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.reporter is not None:
+            self.reporter.close()
         self.runtime.close()
         if any(t.is_alive() for t in threads):
             log.error(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -72,7 +72,8 @@ class _Held:
 
 
 class GroupProcessor:
-    def __init__(self, runtime: Runtime, group: ConsumerGroup, stop: threading.Event) -> None:
+    def __init__(self, runtime: Runtime, group: ConsumerGroup, stop: threading.Event,
+                 paused: Callable[[str, str, int], bool] | None = None) -> None:
         self.runtime = runtime
         self.group = group
         self.stop = stop
@@ -93,7 +94,8 @@ class GroupProcessor:
             for kind in (callbacks.BEFORE_POLL, callbacks.AFTER_POLL, callbacks.BEFORE_STOP)
         }
         self.monitor = runtime.monitor  # events: kbridge.instrumentation.EVENTS; payloads built only if listened to
-        context = StepContext(group.id, runtime, self.stats, self.offsets, highwater=self._highwater)
+        context = StepContext(group.id, runtime, self.stats, self.offsets, highwater=self._highwater,
+                              paused=paused)
         self.chain = build_chain(context, self._route_of, routes=group.routes())
         self._kafka = KafkaWatch(group.id, lambda event, payload: self.monitor.instrument(event, **payload))
 
@@ -336,6 +338,10 @@ class GroupProcessor:
         for tp in revoked:
             self._held.pop(tp, None)
             self._refetching.pop(tp, None)
+
+    def held_reasons(self) -> dict[TopicPartition, str]:
+        """Why each held partition is held; safe to read from another thread (a reporter)."""
+        return {tp: held.reason for tp, held in dict(self._held).items()}
 
     def summary(self) -> str:
         s = self.stats

@@ -34,6 +34,10 @@ def connect(celery_app: Celery, kbridge_app: KBridge) -> None:
             from ...instrumentation.prometheus import serve_worker_metrics
 
             serve_worker_metrics(kbridge_app.monitor, port, kbridge_app.settings.metrics_host)
+        if kbridge_app.configured and kbridge_app.settings.web_reports:
+            from ...reports import FailureReporter
+
+            FailureReporter(kbridge_app.settings).attach(kbridge_app.monitor)  # pool processes inherit it
 
     @worker_shutting_down.connect(weak=False)
     def _stopping(exitcode: int | None = None, **_: Any) -> None:

@@ -11,6 +11,7 @@ from .context import StepContext
 from .filter import FilterStep
 from .hand_over import HandOverStep
 from .mark import MarkStep
+from .pause import PauseStep
 from .refused import RefusedStep
 from .route import RouteStep
 from .step import Fetched, Hold, Pending, Step
@@ -45,13 +46,19 @@ class Chain:
 
 def build_chain(context: StepContext, route_of: Callable[[str], Route], tail: Sequence[Step] = (),
                 routes: Iterable[Route] = ()) -> Chain:
-    """route -> refused -> after_fetch -> filter -> unit -> hand over -> mark (-> tail: observers, for tests),
-    with each route's flow-control steps (flow.py); routes: built now, so their ticks run before any message."""
+    """[pause ->] route -> refused -> after_fetch -> filter -> unit -> hand over -> mark (-> tail: observers, for
+    tests), with each route's flow-control steps (flow.py); routes: built now, so their ticks run before any
+    message. The pause step (kbridge web's pause commands) comes first, and only when web reports are on."""
     def steps(route: Route | None) -> list[Step]:
-        return flow.around(context, route, [
+        chain = flow.around(context, route, [
             RefusedStep(context), AfterFetchStep(), FilterStep(context), UnitStep(), *tracing_steps(),
             HandOverStep(context), MarkStep(context), *tail,
         ])
+        if context.paused is None:
+            return chain
+        pause = PauseStep(context.group_id, context.paused)
+        pause.next = chain[0]
+        return [pause, *chain]
 
     entries = flow.Entries(steps)
     for route in routes:

@@ -23,6 +23,8 @@ class StepContext:
     offsets: OffsetTracker
     # the high watermark of a partition after a fetch, for the fetch event's lag; None: unknown
     highwater: Callable[[TopicPartition], int | None] = field(default=lambda tp: None)
+    # kbridge web's pause commands: (group_id, topic, partition) -> paused?; None: not in the chain
+    paused: Callable[[str, str, int], bool] | None = None
 
     @property
     def monitor(self) -> Monitor:

@@ -1,0 +1,75 @@
+"""Benchmark: what `web_reports` costs the listener, as a same-run ratio of enqueue throughput.
+
+The same backlog is drained four times by fresh consumer groups, off, on, on, off (so a
+burst of load on the shared machine does not favour one side), each time by kbridge's own
+GroupProcessor enqueuing one Celery task per message into Redis. "On" adds what a listener
+process with web_reports adds: the pause step in the chain and a ListenerReporter thread,
+here reporting every second (five times as often as the default) with its probe consumer.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from kbridge import BaseConsumer, KBridge
+from kbridge.listener.controls import Controls
+from kbridge.reports import ListenerReporter
+
+from .app import build
+from .harness import Bench, TimedProcessor, create_topic, in_process_listener, produce, wait_done
+from .results import Result, Target
+
+NAME = "reports"
+ORDER = ("off", "on", "on", "off")
+
+
+class Noop(BaseConsumer):
+    def perform(self) -> None: ...
+
+
+def _drain(bench: Bench, app: KBridge, group: str, ends: dict[Any, int], queue: str, reports: bool) -> float:
+    """Messages per second enqueued by one fresh group draining the whole backlog."""
+    n = sum(ends.values())
+    controls = Controls() if reports else None
+    reporters: list[ListenerReporter] = []
+
+    def start_reporter(processor: TimedProcessor) -> None:
+        if controls is not None:
+            reporters.append(ListenerReporter(app.settings, [processor], controls, processor.runtime.monitor))
+            reporters[0].start()
+
+    try:
+        with in_process_listener(bench, app, group, ends, f"{NAME}-{group}",
+                                 paused=controls.is_paused if controls else None,
+                                 before_start=start_reporter) as processor:
+            wait_done(processor, timeout=max(600, n / 20), what=f"{NAME} {group}")
+            assert processor.stats.enqueued == n, (processor.stats.enqueued, n)
+    finally:
+        for reporter in reporters:
+            reporter.close()
+        bench.redis.delete(queue)
+    return n / processor.elapsed
+
+
+def run(bench: Bench) -> Result:
+    topic = bench.config.topic(NAME)
+    create_topic(bench, topic)
+    ends = produce(bench, topic, bench.sizes.messages)
+    n = sum(ends.values())
+    kb, celery_app = build(bench.config)
+    app = KBridge(client_id=f"{bench.config.client_id}-reports", kafka=dict(kb.settings.kafka), celery=celery_app,
+                  max_poll_records=kb.settings.max_poll_records, web_reports=True, report_interval=1.0)
+    for i, mode in enumerate(ORDER):
+        # a queue per run: the Redis ledger of a later run must not see an earlier run's tasks vanish
+        app.consumer_group(f"{mode}{i}").topic(topic, consumer=Noop, queue=bench.config.queue(f"{NAME}-{mode}{i}"))
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for i, mode in enumerate(ORDER):
+        rates[mode].append(_drain(bench, app, f"{mode}{i}", ends, bench.config.queue(f"{NAME}-{mode}{i}"),
+                                  reports=mode == "on"))
+        print(f"[bench] reports {mode}{i}: {rates[mode][-1]:.0f} msg/s", flush=True)
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return Result("web reports on (1 s interval)", "msg/s", value=on, baseline=off, baseline_name="reports off",
+                  target=Target(">=", 0.98),
+                  details={"messages": n, "on": [round(r) for r in rates["on"]],
+                           "off": [round(r) for r in rates["off"]]})
