@@ -90,7 +90,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(pipeline: PipelineRun, ce
     topic = pipeline.topic("stop")
     pipeline.create(topic, 3)
     first = pipeline.listener(topic, name="listener-1")
-    stream = Stream(pipeline.kafka.bootstrap, topic, events(3000), rate=300)
+    stream = Stream(pipeline.kafka.bootstrap, topic, events(3000), rate=200)  # 15 s: outlasts a slow stop
     stream.start()
     wait_until(lambda: len(pipeline.seen(topic)) >= 200, 60, interval=0.05, what="first performs", alive=[first])
     first.signal(signal.SIGTERM)
