@@ -63,6 +63,10 @@ class Settings:
     metrics_host: str = DEFAULT_HOST
     health_host: str = DEFAULT_HOST
     liveness_timeout: float = 60.0  # /live fails once a consumer group's loop has not turned for this long
+    # skip_duplicates (kbridge/perform/duplicates.py): where completed offsets are remembered, and for how long.
+    # None: the Celery broker when it is Redis; inline-only apps without one remember in the listener's memory.
+    duplicate_store_url: str | None = None
+    duplicate_ttl: float = 7 * 24 * 3600.0
 
     @classmethod
     def build(cls, values: dict[str, Any]) -> Settings:
@@ -85,12 +89,15 @@ class Settings:
             problems.extend(_kafka_problems(kafka))
 
         for key in ("shutdown_timeout", "poll_timeout", "enqueue_backoff_max", "dead_letter_timeout",
-                    "redelivery_after", "swarm_stall_timeout", "produce_timeout", "liveness_timeout"):
+                    "redelivery_after", "swarm_stall_timeout", "produce_timeout", "liveness_timeout", "duplicate_ttl"):
             if key in values and not _positive(values[key]):
                 problems.append(f"{key} must be a number of seconds > 0, got {values[key]!r}")
         problems.extend(_swarm_problems(values))
         problems.extend(_port_problems(values))
         problems.extend(_host_problems(values))
+        url = values.get("duplicate_store_url")
+        if url is not None and not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
+            problems.append(f"duplicate_store_url must be a redis:// URL or None, got {url!r}")
         if "topic_mapper" in values:
             problems.extend(mapper_problems(values["topic_mapper"]))
         mpr = values.get("max_poll_records", cls.max_poll_records)

@@ -126,6 +126,7 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
                 f"batch={'yes' if r.batch_consuming else 'no'}", f"timeout={seconds(r.timeout)}",
                 f"max_retries={r.max_retries}", f"dlq={r.dead_letter_topic}",
                 f"start_from={'beginning' if r.start_from_beginning else 'latest'}",
+                *execution_options(r),
             ]
             add_row(
                 t, group.name, group.id, r.name, consumer_name(r), r.backend, queue_name(app, r),
@@ -140,7 +141,13 @@ def flow_table(app: KBridge) -> Table:
     for group in app.routes.groups.values():
         for r in group.topics.values():
             add_row(
-                t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-                queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+                t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE,
+                " ".join([r.backend, *execution_options(r)]), queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
             )
     return t
+
+
+def execution_options(route: Route) -> list[str]:
+    """ordering and skip_duplicates, shown only when set (next to the backend in flow, as they change how it runs)."""
+    shown = [f"ordering={route.ordering}"] if route.ordering else []
+    return shown + (["skip_duplicates=yes"] if route.skip_duplicates else [])

@@ -54,6 +54,9 @@ COUNTERS: dict[str, str] = {
     "failed": "Messages whose perform() attempt raised, timeouts included; every attempt counts.",
     "retried": "Messages whose task was scheduled again after a failed attempt.",
     "dead_lettered": "Messages dead-lettered, with Kafka's acknowledgement.",
+    # Execution order and duplicates
+    "duplicate_skipped": "Redelivered messages acked without running perform(): they had completed already.",
+    "ordering_parked": "Ordered tasks parked until their predecessor (same partition or key) completed.",
 }
 
 
@@ -103,6 +106,8 @@ class PrometheusListener:
             "retry": self._on_retry,
             "dead_letter": self._on_dead_letter,
             "rebalance.revoked": self._on_revoked,
+            "duplicate_skipped": self._on_duplicate_skipped,
+            "ordering.parked": self._on_parked,
         }
 
     def attach(self, monitor: Monitor) -> PrometheusListener:
@@ -145,6 +150,12 @@ class PrometheusListener:
 
     def _on_dead_letter(self, p: dict[str, Any]) -> None:
         self._count("dead_lettered", p)
+
+    def _on_duplicate_skipped(self, p: dict[str, Any]) -> None:
+        self._count("duplicate_skipped", p, p["messages"])
+
+    def _on_parked(self, p: dict[str, Any]) -> None:
+        self._count("ordering_parked", p, p["messages"])
 
     def _on_revoked(self, p: dict[str, Any]) -> None:
         """A partition now read by another listener must not keep reporting this one's stale lag."""

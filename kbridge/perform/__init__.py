@@ -15,7 +15,7 @@ from .assembly import build_runner
 from .context import ContextStage, PerformHook
 from .dead_letter import DeadLetterSink, DeadLetterStage
 from .instrumentation import InstrumentationStage
-from .job import DeadLettered, DeadLetterPending, Job, Outcome, Performed, Retry
+from .job import DeadLettered, DeadLetterPending, Job, Outcome, Performed, Retry, Skipped
 from .producing import ProducingStage
 from .reentrancy import ReentrancyStage, calling_after_failure
 from .retry import RetryStage, backoff, should_retry
@@ -26,6 +26,6 @@ from .time_limit import TimeLimitStage
 __all__ = [
     "ContextStage", "DeadLetterPending", "DeadLetterSink", "DeadLetterStage", "DeadLettered", "InstrumentationStage",
     "Job", "Outcome", "PerformHook", "PerformRunner", "Performed", "ProducingStage", "ReentrancyStage", "Retry",
-    "RetryStage", "Scheduler", "Stage", "TimeLimitStage", "backoff", "build_runner", "calling_after_failure",
+    "RetryStage", "Scheduler", "Skipped", "Stage", "TimeLimitStage", "backoff", "build_runner", "calling_after_failure",
     "should_retry",
 ]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backends import registry
+from ..backends.celery.ordering_options import ordering_problems
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
+from ..perform.duplicates import skip_duplicates_problems
 from .names import name_problem
 
 if TYPE_CHECKING:
@@ -29,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_topic": None,  # "<topic>.dlq"
     "start_from_beginning": True,
     "responder": None,  # a kbridge.Responder subclass: what self.respond_with(...) sends through
+    # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
+    "ordering": None,  # "partition" or "key": run in offset order per partition or per message key (celery)
+    "skip_duplicates": False,  # True: perform() completes at most once per (group, topic, partition, offset)
 }
 
 
@@ -51,6 +56,9 @@ class Route:
     dead_letter_topic: str = ""
     start_from_beginning: bool = True
     responder: type[Responder] | None = None
+    # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
+    ordering: str | None = None
+    skip_duplicates: bool = False
 
     @property
     def route_id(self) -> str:
@@ -130,6 +138,7 @@ def build_route(
     if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
         problems.append(f"{where}: {p}")
     problems.extend(_responder_problems(where, opts["responder"]))
+    problems.extend(ordering_problems(where, opts, backend) + skip_duplicates_problems(where, opts))
     if problems:
         raise ConfigError(problems)
 
@@ -151,6 +160,8 @@ def build_route(
         dead_letter_topic=dlq,
         start_from_beginning=opts["start_from_beginning"],
         responder=opts["responder"],
+        ordering=opts["ordering"],
+        skip_duplicates=opts["skip_duplicates"],
     )
 
 

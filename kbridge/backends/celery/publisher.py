@@ -15,7 +15,7 @@ from ...errors import EnqueueError
 from ...interchange import to_wire
 from ...params import Params
 from ...routing.route import Route
-from . import redis_pipeline
+from . import ordering, redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class CeleryBackend:
         self.redelivery_after = redelivery_after
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
+        self._registrar: ordering.Registrar | None = None
 
     def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
         units = [messages] if route.batch_consuming else [[m] for m in messages]
@@ -37,7 +38,9 @@ class CeleryBackend:
         fast = self._fast_publisher(queue)
         try:
             if fast is not None:
-                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout)
+                also = self._ordering(fast).adder(route, messages) if route.ordering else None
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout,
+                             also)
                 return
             confirmed = 0
             for args in argsets:
@@ -58,6 +61,11 @@ class CeleryBackend:
                 redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after) if ok else None
             )
         return self._fast[queue]
+
+    def _ordering(self, fast: redis_pipeline.RedisPipelinePublisher) -> ordering.Registrar:
+        if self._registrar is None:
+            self._registrar = ordering.Registrar(fast.client)
+        return self._registrar
 
     def close(self) -> None:
         connection: Any = self._connection
