@@ -142,7 +142,8 @@ def flow_table(app: KBridge) -> Table:
         for r in group.topics.values():
             add_row(
                 t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE,
-                " ".join([r.backend, *execution_options(r)]), queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+                " ".join([r.backend, *execution_options(r)]), queue_name(app, r),
+                ", ".join(responder_topics(r)) or NONE,
             )
     return t
 
