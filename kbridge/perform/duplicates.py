@@ -20,9 +20,10 @@ its offsets; the copy then runs again. kbridge narrows it to one Redis round tri
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -136,15 +137,16 @@ class DuplicateSkipStage(Stage):
                                     messages=len(offsets))
 
 
+_HOST = socket.gethostname()
+
+
 def _owner(job: Job) -> str:
-    """The delivery's id: the Celery task id (kept across redelivery and retries), else one per job object."""
-    delivery: Any = job.delivery
-    owner = getattr(delivery, "id", None) if delivery is not None else None
+    """The delivery's id: the Celery task id (kept across redelivery and retries). Inline, this process: a
+    listener runs one partition's messages one after another, so only another process is a rival."""
+    owner = getattr(job.delivery, "id", None)
     if isinstance(owner, str) and owner:
         return owner
-    if not isinstance(delivery, str):
-        job.delivery = delivery = f"local-{uuid.uuid4().hex}"
-    return str(delivery)
+    return f"{_HOST}:{os.getpid()}"
 
 
 def _span(offsets: list[int]) -> str:
