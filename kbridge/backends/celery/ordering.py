@@ -72,6 +72,7 @@ local head = redis.call('ZRANGE', base .. '.pending.' .. k, 0, 0, 'WITHSCORES')
 local claim = base .. '.run.' .. k
 local holder = redis.call('GET', claim)
 if (head[2] and tonumber(head[2]) < first) or (holder and holder ~= owner) then
+  if ARGV[8] == '' then return {'wait', d or ''} end
   redis.call('ZADD', base .. '.parked.' .. k, first, ARGV[7])
   redis.call('HSET', base .. '.parked_msg.' .. k, ARGV[7], ARGV[8])
   redis.call('EXPIRE', base .. '.parked.' .. k, ARGV[9])
@@ -189,17 +190,20 @@ class OrderingStage(Stage):
         publisher = self._scripts()
         first, last = job.batch[0], job.batch[-1]
         key = order_key(route, first)
-        parked_id = publisher.next_id()
-        queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or (
-            route.queue or self.celery_app.conf.task_default_queue)
-        message = publisher.message(parked_id, TASK_NAME, queue, route.shadow, list(request.args),
-                                    route.timeout + HARD_LIMIT_GRACE, route.timeout)
-        message["headers"]["retries"] = request.retries or 0  # parking spends no attempt
         lease = int((route.timeout + HARD_LIMIT_GRACE + route.retry_backoff_max + CLAIM_SLACK) * 1000)
-        verdict, done = self._gate(args=[
-            base(route, first.partition), key, first.offset, last.offset, request.id, lease, parked_id,
-            f"{queue}\n{redis_pipeline.encode(message)}", STATE_TTL,
-        ])
+        args: list[Any] = [base(route, first.partition), key, first.offset, last.offset, request.id, lease, "", "",
+                           STATE_TTL]
+        verdict, done = self._gate(args=args)
+        if verdict in (b"wait", "wait"):
+            # Blocked: only now build the message to park, and check again in the same step as parking it.
+            args[6] = parked_id = publisher.next_id()
+            queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or (
+                route.queue or self.celery_app.conf.task_default_queue)
+            message = publisher.message(parked_id, TASK_NAME, queue, route.shadow, list(request.args),
+                                        route.timeout + HARD_LIMIT_GRACE, route.timeout)
+            message["headers"]["retries"] = request.retries or 0  # parking spends no attempt
+            args[7] = f"{queue}\n{redis_pipeline.encode(message)}"
+            verdict, done = self._gate(args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         if verdict == "done":
             self._emit("duplicate_skipped", job, len(job.batch))

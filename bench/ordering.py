@@ -1,0 +1,104 @@
+"""Benchmark: ordering="key" against unordered on 64 keys, and what skip_duplicates costs per message.
+
+One real worker (prefork -c 4) drains each side in turn, as in the per-message benchmark:
+a side's queue is filled through kbridge's own enqueue path while the worker does not
+consume it (so an ordered side registers its offsets as the listener would), then the
+worker consumes it until every task was performed. Sides rotate over rounds and each
+side's rate is the median of its rounds.
+
+- ordered vs unordered: the same consumer (0-4 ms of waiting per message), 64 keys spread
+  over the partitions. The backlog is deep (every key's messages are queued at once), so
+  most ordered tasks meet a running predecessor and are parked, then released: the worst
+  case for the gate, and the common one after an outage.
+- skip_duplicates vs plain: the trivial per-message body; the difference of the two
+  per-task times is the stage's cost (two Lua calls on Redis per task).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from collections.abc import Callable
+
+from kbridge import KBridge
+from kbridge.params import Params
+from kbridge.routing import Route
+from kbridge.runtime import Runtime
+
+from .app import build
+from .config import done_key
+from .harness import Bench, payload, start_worker, wait_for_count
+from .per_message import _control
+from .results import Result, Target
+
+NAME = "ordering"
+KEYS = 64
+ROUNDS = 4
+PER_ROUND = {"unordered": 1280, "ordered": 1280, "plain": 1500, "skip_duplicates": 1500}
+
+Filler = Callable[[int, int], None]
+
+
+def _filler(kb: KBridge, route: Route, parts: int) -> Filler:
+    backend = Runtime.of(kb).backend(route.backend)
+
+    def fill(start: int, n: int) -> None:
+        """Message i has key i % 64; a key always lands on the same partition, offsets grow per partition."""
+        now_ms = time.time() * 1000.0
+        messages = []
+        for i in range(start, start + n):
+            k = i % KEYS
+            messages.append(Params(topic=route.name, partition=k % parts, offset=i, key=f"key-{k}".encode(),
+                                   raw_payload=payload(i), timestamp_ms=now_ms, receive_time_ms=now_ms,
+                                   deserializer=route.deserializer))
+        backend.enqueue(route, messages)
+    return fill
+
+
+def run(bench: Bench) -> list[Result]:
+    kb, celery_app = build(bench.config)
+    routes = {name: next(iter(kb.routes.select([group])[0].topics.values()))
+              for name, group in (("unordered", "unordered"), ("ordered", "ordered"), ("plain", "permsg"),
+                                  ("skip_duplicates", "dedup"))}
+    parts = bench.sizes.partitions
+    sides = {name: (r.queue or "", done_key(r.name), _filler(kb, r, parts)) for name, r in routes.items()}
+    node = f"{NAME}-{bench.config.run}@{socket.gethostname()}"
+    worker = start_worker(bench, [bench.config.queue(f"{NAME}-idle")], name=f"{NAME}-worker", concurrency=4,
+                          node=node)
+    names = list(sides)
+    rounds: list[dict[str, float]] = []
+    offsets = dict.fromkeys(names, 0)
+    try:
+        for r in range(ROUNDS):
+            this_round: dict[str, float] = {}
+            for side in names[r % len(names):] + names[:r % len(names)]:
+                queue, key, fill = sides[side]
+                n = PER_ROUND[side]
+                fill(offsets[side], n)
+                offsets[side] += n
+                _control(celery_app, "add_consumer", queue, node)
+                wait_for_count(bench, key, n, timeout=max(600, n / 5), what=f"{side} tasks performed",
+                               alive=[worker])
+                _control(celery_app, "cancel_consumer", queue, node)
+                times = [float(t) for t in bench.redis.lrange(f"{key}:times", 0, -1)]
+                bench.redis.delete(f"{key}:count", f"{key}:times")
+                this_round[side] = round((len(times) - 1) / (max(times) - min(times)), 1)
+            rounds.append(this_round)
+    finally:
+        worker.stop()
+        bench.redis.delete(*(queue for queue, _, _ in sides.values()))
+
+    rates = {side: statistics.median(r[side] for r in rounds) for side in sides}
+    cost_us = (1 / rates["skip_duplicates"] - 1 / rates["plain"]) * 1e6
+    common = {"rounds": rounds, "median_rates": {k: round(v, 1) for k, v in rates.items()}, "worker_concurrency": 4,
+              "worker_log": worker.log_path}
+    return [
+        Result("ordering=key vs unordered, 64 keys", "msg/s", value=rates["ordered"], baseline=rates["unordered"],
+               baseline_name="unordered", target=Target(">=", 0.5),
+               details={**common, "messages_per_round": PER_ROUND["ordered"], "keys": KEYS}),
+        Result("skip_duplicates vs plain", "msg/s", value=rates["skip_duplicates"], baseline=rates["plain"],
+               baseline_name="plain", target=Target(">=", 0.8),
+               details={**common, "messages_per_round": PER_ROUND["plain"],
+                        "cost_per_message_us": round(cost_us, 1)}),
+    ]
