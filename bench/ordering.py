@@ -28,8 +28,8 @@ from kbridge.runtime import Runtime
 
 from .app import build
 from .config import done_key
-from .harness import Bench, payload, start_worker, wait_for_count
-from .per_message import _control
+from .harness import Bench, payload, start_worker
+from .per_message import drain
 from .results import Result, Target
 
 NAME = "ordering"
@@ -77,13 +77,7 @@ def run(bench: Bench) -> list[Result]:
                 n = PER_ROUND[side]
                 fill(offsets[side], n)
                 offsets[side] += n
-                _control(celery_app, "add_consumer", queue, node)
-                wait_for_count(bench, key, n, timeout=max(600, n / 5), what=f"{side} tasks performed",
-                               alive=[worker])
-                _control(celery_app, "cancel_consumer", queue, node)
-                times = [float(t) for t in bench.redis.lrange(f"{key}:times", 0, -1)]
-                bench.redis.delete(f"{key}:count", f"{key}:times")
-                this_round[side] = round((len(times) - 1) / (max(times) - min(times)), 1)
+                this_round[side] = drain(bench, celery_app, node, worker, queue, key, n, side)
             rounds.append(this_round)
     finally:
         worker.stop()

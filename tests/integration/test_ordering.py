@@ -24,7 +24,7 @@ from kbridge.testing.kafka import Stream, produce, read_topic, wait_until
 from kbridge.testing.processes import Process
 
 from .conftest import CELERY_APP, PipelineRun
-from .test_listener_faults import events, finish
+from .test_listener_faults import events, finish, kill_listeners
 
 pytestmark = pytest.mark.integration
 
@@ -140,16 +140,7 @@ def test_skip_duplicates_completes_each_offset_once_through_listener_and_worker_
     stream = Stream(pipeline.kafka.bootstrap, topic, events(STREAMED), rate=RATE)
     stream.start()
     store = pipeline.store()
-    kills = []
-    for i in range(3):
-        listener = pipeline.listener(topic, name=f"listener-{i}")
-        before = len(pipeline.seen(topic))
-        wait_until(lambda b=before: len(pipeline.seen(topic)) > b + 50, 60, interval=0.1,
-                   what="the listener to make progress", alive=[listener])
-        time.sleep(random.uniform(0.2, 1.5))
-        listener.kill_group()
-        kills.append(len(pipeline.seen(topic)))
-    assert stream.is_alive(), "the stream ended before the third kill; slow it down"
+    kills = kill_listeners(pipeline, topic, stream, 3, longest=1.5)
     final = pipeline.listener(topic, name="listener-final")
     pid = int(wait_until(lambda: store.lindex(f"{pipeline.run}:started:{topic}", 0), 90,
                          what="the slow message to start", alive=[final, four_workers]))
