@@ -12,6 +12,8 @@ side's rate is the median of its rounds.
   case for the gate, and the common one after an outage.
 - skip_duplicates vs plain: the trivial per-message body; the difference of the two
   per-task times is the stage's cost (two Lua calls on Redis per task).
+- in process: the stages alone, one runner in the bench process with and without them and a
+  perform() that does nothing, so the cost per message is not lost in a worker's noise.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
-from kbridge import KBridge
-from kbridge.params import Params
+from kbridge import BaseConsumer, KBridge
+from kbridge.backends.celery.ordering import OrderingStage
+from kbridge.interchange import to_wire
+from kbridge.params import Params, ParamsBatch
+from kbridge.perform import Job, PerformRunner, Retry, build_runner
+from kbridge.perform.completed_redis import RedisCompletedStore
+from kbridge.perform.duplicates import DuplicateSkipStage
 from kbridge.routing import Route
 from kbridge.runtime import Runtime
 
@@ -84,6 +92,7 @@ def run(bench: Bench) -> list[Result]:
         bench.redis.delete(*(queue for queue, _, _ in sides.values()))
 
     rates = {side: statistics.median(r[side] for r in rounds) for side in sides}
+    stages = in_process(bench)
     cost_us = (1 / rates["skip_duplicates"] - 1 / rates["plain"]) * 1e6
     common = {"rounds": rounds, "median_rates": {k: round(v, 1) for k, v in rates.items()}, "worker_concurrency": 4,
               "worker_log": worker.log_path}
@@ -95,4 +104,60 @@ def run(bench: Bench) -> list[Result]:
                baseline_name="plain", target=Target(">=", 0.8),
                details={**common, "messages_per_round": PER_ROUND["plain"],
                         "cost_per_message_us": round(cost_us, 1)}),
+        *stages,
     ]
+
+
+class _Request:
+    """What the gate reads of a Celery task's request."""
+
+    def __init__(self, task_id: str, args: list[Any], queue: str) -> None:
+        self.id, self.args, self.retries, self.delivery_info = task_id, args, 0, {"routing_key": queue}
+
+
+class _Trivial(BaseConsumer):
+    def perform(self) -> None:
+        return None
+
+
+def in_process(bench: Bench, n: int = 3000) -> list[Result]:
+    """The stages' own cost, per message, on the bench Redis: one runner in this process, with and without them,
+    a perform() that does nothing, no waiting (each message settles before the next)."""
+    kb, celery_app = build(bench.config)
+    stamp = f"{bench.config.run}-inproc"
+    route_plain = kb.topic(f"{stamp}-plain", consumer=_Trivial, queue=bench.config.queue(f"{stamp}-plain"))
+    route_dedup = kb.topic(f"{stamp}-dedup", consumer=_Trivial, skip_duplicates=True)
+    route_order = kb.topic(f"{stamp}-order", consumer=_Trivial, ordering="key")
+    sink = Runtime.of(kb).dead_letters
+    plain = build_runner(sink, enforce_timeout=False)
+    dedup = build_runner(sink, enforce_timeout=False, extra=[
+        DuplicateSkipStage(RedisCompletedStore(bench.redis_service.url, 3600))])
+    order = build_runner(sink, enforce_timeout=False, extra=[OrderingStage(celery_app)])
+
+    def rate(runner: PerformRunner, route: Route, delivery: bool) -> float:
+        started = time.perf_counter()
+        for i in range(n):
+            params = Params(topic=route.name, partition=0, offset=i, key=f"key-{i % KEYS}".encode(),
+                            raw_payload=b"{}")
+            request = _Request(f"t{i}", [route.route_id, [to_wire(params)]], "q") if delivery else None
+            runner.run(Job(route, ParamsBatch([params]), delivery=request), _NoRetry())
+        return n / (time.perf_counter() - started)
+
+    base = statistics.median(rate(plain, route_plain, False) for _ in range(3))
+    with_dedup = rate(dedup, route_dedup, False)
+    with_order = rate(order, route_order, True)
+    return [
+        Result("skip_duplicates stage, in process", "msg/s", value=with_dedup, baseline=base, baseline_name="no stage",
+               details={"messages": n, "cost_per_message_us": round((1 / with_dedup - 1 / base) * 1e6, 1)}),
+        Result("ordering gate, in process, no waiting", "msg/s", value=with_order, baseline=base,
+               baseline_name="no stage",
+               details={"messages": n, "cost_per_message_us": round((1 / with_order - 1 / base) * 1e6, 1)}),
+    ]
+
+
+class _NoRetry:
+    def perform_again(self, job: Job, retry: Retry) -> None:
+        raise RuntimeError(f"unexpected retry of {job}: {retry.error}")
+
+    def dead_letter_again(self, job: Job, pending: Any) -> None:
+        raise RuntimeError(f"unexpected dead letter of {job}")
