@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from urllib.parse import urlsplit, urlunsplit
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -108,6 +109,8 @@ def settings_table(app: KBridge) -> Table:
         if f.name == "kafka":
             continue
         value = getattr(s, f.name)
+        if f.name == "duplicate_store_url" and value:
+            value = masked_url(value)
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))
@@ -152,3 +155,12 @@ def execution_options(route: Route) -> list[str]:
     """ordering and skip_duplicates, shown only when set (next to the backend in flow, as they change how it runs)."""
     shown = [f"ordering={route.ordering}"] if route.ordering else []
     return shown + (["skip_duplicates=yes"] if route.skip_duplicates else [])
+
+
+def masked_url(url: str) -> str:
+    """A URL with its password replaced, so `kbridge info` can be pasted into a ticket."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}*****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))

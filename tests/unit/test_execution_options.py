@@ -155,3 +155,18 @@ def test_info_and_flow_show_the_options() -> None:
     lines = captured.get().splitlines()
     assert sum("ordering=key" in line and "skip_duplicates=yes" in line for line in lines) == 2
     assert not any("ordering" in line for line in lines if " u " in line)
+
+
+def test_info_masks_the_duplicate_store_password() -> None:
+    from kbridge.render import masked_url, settings_table
+
+    assert masked_url("redis://:s3cret@redis.internal:6380/2") == "redis://:*****@redis.internal:6380/2"
+    assert masked_url("redis://user:s3cret@h/0") == "redis://user:*****@h/0"
+    assert masked_url("redis://h:1/0") == "redis://h:1/0"
+    kb = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"}, duplicate_store_url="redis://:s3cret@h:1/0")
+    from rich.console import Console
+
+    out = Console(width=300)
+    with out.capture() as captured:
+        out.print(settings_table(kb))
+    assert "s3cret" not in captured.get() and "duplicate_store_url" in captured.get()

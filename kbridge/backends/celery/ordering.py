@@ -36,7 +36,6 @@ from ...params import Params, ParamsBatch
 from ...perform.job import DeadLettered, Job, Outcome, Performed, Skipped
 from ...perform.stage import Stage
 from . import redis_pipeline
-from .ordering_options import MODES, ordering_problems  # noqa: F401  (re-exported)
 from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
