@@ -217,8 +217,8 @@ class CompletingConsumer(RecordingConsumer):
         record(self)
 
 
-for _mode in ("key", "partition"):
-    app.topic(f"{RUN}.ordered-{_mode}", consumer=SequenceConsumer, ordering=_mode, queue=ORDERED_QUEUE,
+for _name, _mode in (("key", "key"), ("key-faults", "key"), ("partition-faults", "partition")):
+    app.topic(f"{RUN}.ordered-{_name}", consumer=SequenceConsumer, ordering=_mode, queue=ORDERED_QUEUE,
               retry_backoff=0.2, retry_backoff_max=0.5)
 app.topic(f"{RUN}.unordered", consumer=SequenceConsumer, queue=ORDERED_QUEUE)
 app.topic(f"{RUN}.once", consumer=CompletingConsumer, skip_duplicates=True, queue=ORDERED_QUEUE)

@@ -114,17 +114,20 @@ def test_unordered_control_shows_inversions(pipeline: PipelineRun, four_workers:
     assert sorted(s for seq in seen.values() for s in seq) == sorted(list(range(PER_KEY)) * KEYS)
 
 
+@pytest.mark.parametrize("mode", [
+    "key", pytest.param("partition", marks=pytest.mark.skipif(not FULL, reason="the same gate, one key per partition")),
+])
 def test_ordering_holds_through_a_killed_worker_child_and_a_message_failing_twice(
-    pipeline: PipelineRun, four_workers: Process
+    pipeline: PipelineRun, four_workers: Process, mode: str
 ) -> None:
-    topic = pipeline.topic("ordered-partition")  # ordering="partition": one key per partition, the strictest gate
+    topic = pipeline.topic(f"ordered-{mode}-faults")
     failing = (5, PER_KEY // 2)
     seen, took, killed = sequences(pipeline, topic, four_workers, fail=failing, kill=True)
     bad = {k: s for k, s in seen.items() if without_repeats(s) != list(range(PER_KEY))}
     repeats = sum(len(s) - len(without_repeats(s)) for s in seen.values())
     attempts = pipeline.store().hgetall(f"{pipeline.run}:attempts:{topic}")
-    lost_worker = "WorkerLostError" in four_workers.log() or "signal 9" in four_workers.log()
-    print(f"\n[ordering-faults] keys={KEYS} per_key={PER_KEY} seconds={took:.1f} killed_child={killed} "
+    lost_worker = str(killed) in four_workers.log() and "WorkerLostError" in four_workers.log()
+    print(f"\n[ordering-{mode}-faults] keys={KEYS} per_key={PER_KEY} seconds={took:.1f} killed_child={killed} "
           f"task_lost_by_kill={lost_worker} re_runs={repeats} "
           f"failing_message_attempts={[int(v) for v in attempts.values()]} "
           f"out_of_order_keys={len(bad)}")
