@@ -194,13 +194,15 @@ SLOW_N = 1001  # the message a duplicates test kills a worker child in
 
 class SequenceConsumer(BaseConsumer):
     """Works 0-20 ms, then appends the message's sequence number to its key's list. A message carrying "fail": n
-    fails its first n attempts."""
+    fails its first n attempts; one carrying "slow" publishes its pid and works 3 s on its first run."""
 
     def perform(self) -> None:
         p, body = self.params, self.params.payload
         store().sadd(f"{RUN}:pids:{p.topic}", os.getpid())
         if body.get("fail") and _calls(self, "attempts") <= body["fail"]:
             raise RuntimeError(f"failing on purpose at offset {p.offset}")
+        if body.get("slow") and store().rpush(f"{RUN}:started:{p.topic}", os.getpid()) == 1:
+            time.sleep(3)  # the first run of this message: a test kills its process now
         time.sleep(random.uniform(0, 0.02))
         store().rpush(f"{RUN}:order:{p.topic}:{body['k']}", body["s"])
         record(self)
