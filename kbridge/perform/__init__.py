@@ -9,6 +9,9 @@ The order, outermost first:
 5. TimeLimitStage: the topic's timeout (inline and TestClient; Celery enforces its own);
 6. RetryStage: retry with backoff up to max_retries;
 7. DeadLetterStage: the dead-letter topic, retried alone until Kafka takes it.
+
+Routes that set ordering or skip_duplicates add gates (gates.py) whose before() may settle
+a job as Skipped without perform(): the ordering gate, then the duplicate skip.
 """
 
 from .assembly import build_runner
