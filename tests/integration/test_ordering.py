@@ -77,11 +77,11 @@ def sequences(pipeline: PipelineRun, topic: str, worker: Process, fail: tuple[in
     killed = None
     try:
         if kill:  # the slow message's process, mid-task: its successors must wait for the re-run
-            killed = int(wait_until(lambda: store.lindex(f"{pipeline.run}:started:{topic}", 0), 120,
+            killed = int(wait_until(lambda: store.lindex(f"{pipeline.run}:started:{topic}", 0), 400,
                                     what="the slow message to start", alive=[listener, worker]))
             assert killed != worker.pid, "expected a prefork child, not the worker's main process"
             os.kill(killed, signal.SIGKILL)
-        wait_until(lambda: len(pipeline.seen(topic)) >= total, 180, what=f"{total} performs",
+        wait_until(lambda: len(pipeline.seen(topic)) >= total, 600, what=f"{total} performs",
                    alive=[listener, worker])
     finally:
         assert listener.stop() == 0, listener.log()[-3000:]
