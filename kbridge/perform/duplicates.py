@@ -103,7 +103,13 @@ class DuplicateSkipStage(Stage):
         first = job.batch[0]
         offsets = [p.offset for p in job.batch]
         lease = route.timeout + route.retry_backoff_max + CLAIM_SLACK
-        done, busy = self.store.claim(route.group_id, first.topic, first.partition, offsets, _owner(job), lease)
+        try:
+            done, busy = self.store.claim(route.group_id, first.topic, first.partition, offsets, _owner(job), lease)
+        except Exception as exc:  # the store is unreachable: try again later, never run unchecked or drop it
+            countdown = backoff(BUSY_BACKOFF, BUSY_BACKOFF_MAX, min(job.attempt - 1, 8))
+            log.warning("%s: cannot check for duplicates (%s: %s); trying again in %.1fs", job, type(exc).__name__,
+                        exc, countdown)
+            return Retry(exc, countdown)
         if busy:
             countdown = backoff(BUSY_BACKOFF, BUSY_BACKOFF_MAX, min(job.attempt - 1, 8))
             log.info("%s: another delivery of it is running; this copy waits %.1fs", job, countdown)

@@ -170,3 +170,15 @@ def test_info_masks_the_duplicate_store_password() -> None:
     with out.capture() as captured:
         out.print(settings_table(kb))
     assert "s3cret" not in captured.get() and "duplicate_store_url" in captured.get()
+
+
+class Unreachable(MemoryStore):
+    def claim(self, *args: Any, **kwargs: Any) -> tuple[set[int], bool]:
+        raise ConnectionError("redis is down")
+
+
+def test_an_unreachable_store_retries_the_message_rather_than_running_it_unchecked() -> None:
+    _, route = app(skip_duplicates=True)
+    outcome = DuplicateSkipStage(Unreachable()).before(job(route, [1]))
+    assert isinstance(outcome, Retry) and isinstance(outcome.error, ConnectionError)
+    assert PERFORMED == []

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from celery.exceptions import Reject
 
 from ...params import Params, ParamsBatch
 from ...perform.job import DeadLettered, Job, Outcome, Performed, Skipped
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbridge.ordering")
 
 STATE_TTL = 7 * 24 * 3600  # seconds a key's done mark and pending set outlive their last write
+SETTLE_RETRIES = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # seconds between tries to settle while Redis is unreachable
 CLAIM_SLACK = 60.0  # seconds a claim outlives the route's hard time limit and its longest retry backoff
 
 _REGISTER = """
@@ -186,6 +188,13 @@ class OrderingStage(Stage):
         route, request = job.route, job.delivery
         if not route.ordering or request is None:
             return None
+        try:
+            return self._gate_job(job, route, request)
+        except redis.RedisError as exc:  # never run unchecked, never drop: back to the queue
+            log.error("%s: cannot reach the ordering state in Redis (%s); requeueing it", job, exc)
+            raise Reject(f"ordering state unreachable: {exc}", requeue=True) from exc
+
+    def _gate_job(self, job: Job, route: Route, request: Any) -> Outcome | None:
         publisher = self._scripts()
         first, last = job.batch[0], job.batch[-1]
         key = order_key(route, first)
@@ -226,8 +235,18 @@ class OrderingStage(Stage):
             return
         self._scripts()
         first, last = job.batch[0], job.batch[-1]
-        released = self._settle(args=[base(route, first.partition), order_key(route, first), last.offset,
-                                      request.id, STATE_TTL, time.time()])
+        args = [base(route, first.partition), order_key(route, first), last.offset, request.id, STATE_TTL]
+        for wait in (*SETTLE_RETRIES, None):
+            try:
+                released = self._settle(args=[*args, time.time()])
+                break
+            except redis.RedisError as exc:
+                if wait is None:
+                    # Unsettled, the key would stay blocked: requeue the task. Its redelivery (same task id) owns
+                    # the claim and runs again, then settles; a duplicate run rather than a stuck key.
+                    log.error("%s: could not release its key in Redis (%s); requeueing it", job, exc)
+                    raise Reject(f"ordering state unreachable: {exc}", requeue=True) from exc
+                time.sleep(wait)
         if released:
             self._emit("ordering.released", job, int(released))
 
