@@ -118,3 +118,18 @@ def test_null_keys_share_one_order(gate: Any) -> None:
     gate.register(first, second)
     assert gate.stage.before(gate.job(first, "a")) is None
     assert gate.stage.before(gate.job(second, "b")) == Skipped("parked", 0)
+
+
+def test_an_unreachable_redis_requeues_the_task_instead_of_running_or_dropping_it() -> None:
+    from celery.exceptions import Reject
+
+    from kbridge.testing.services import free_port
+
+    celery_app = Celery("down", broker=f"redis://127.0.0.1:{free_port()}/0")
+    app = KBridge(client_id="down", kafka={"bootstrap_servers": "x:1"}, celery=celery_app)
+    route = app.topic("accounts", consumer=Noop, ordering="key")
+    message = msg(1)
+    job = Job(route, ParamsBatch([message]), delivery=Request("a", [route.route_id, [to_wire(message)]], "q"))
+    with pytest.raises(Reject) as info:
+        OrderingStage(celery_app).before(job)
+    assert info.value.requeue is True
