@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("KBRIDGE_FULL_SIZES") == "1"
 KEYS, PER_KEY = (64, 100) if FULL else (24, 20)
-STREAMED, RATE = (10_000, 400) if FULL else (1600, 100)
+STREAMED, RATE = (10_000, 400) if FULL else (2400, 100)
 REDELIVERED = 300 if FULL else 150
 
 
