@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import batch, enqueue, latency, memory, per_message, raw, reports
+from . import batch, enqueue, latency, memory, ordering, per_message, raw, reports
 from .config import DEFAULT_MAX_POLL_RECORDS, BenchConfig
 from .harness import Bench, Sizes, services
 from .results import Result, table, write_json
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[RunFn, str]] = {
     "memory": (memory.run, "listener RSS after a long stream"),
     "latency": (latency.run, "produce -> perform start, p50 and p99, at a steady rate"),
     "reports": (reports.run, "listener throughput with web_reports on vs off (what reports cost)"),
+    "ordering": (ordering.run, "ordering='key' vs unordered on 64 keys, and skip_duplicates vs plain, -c 4 worker"),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -12,6 +12,7 @@ them without trusting kbridge's own bookkeeping.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from .config import BenchConfig, done_key
 
 BARE_TASK = "bench.bare"
 BARE_ACKS_LATE_TASK = "bench.bare_acks_late"
-BENCHES = ("enqueue", "batch", "permsg", "memory", "latency")
+BENCHES = ("enqueue", "batch", "permsg", "memory", "latency", "ordered", "unordered", "dedup")
 
 CONFIG = BenchConfig.from_env()
 
@@ -78,12 +79,23 @@ class LatencyConsumer(BaseConsumer):
         pipe.execute()
 
 
+class KeyedConsumer(BaseConsumer):
+    """Works 0-4 ms (a short I/O wait), then the same body: what ordering costs shows against parallel work."""
+
+    def perform(self) -> None:
+        time.sleep(random.uniform(0, 0.004))
+        record_done(done_key(self.topic.name), len(self.params_batch))
+
+
 CONSUMERS: dict[str, tuple[type[BaseConsumer], dict[str, Any]]] = {
     "enqueue": (CountingConsumer, {}),
     "batch": (BatchConsumer, {"batch_consuming": True}),
     "permsg": (CountingConsumer, {}),
     "memory": (CountingConsumer, {}),
     "latency": (LatencyConsumer, {}),
+    "ordered": (KeyedConsumer, {"ordering": "key"}),
+    "unordered": (KeyedConsumer, {}),
+    "dedup": (CountingConsumer, {"skip_duplicates": True}),
 }
 
 

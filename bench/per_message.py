@@ -28,6 +28,7 @@ from kbridge import KBridge
 from kbridge.params import Params
 from kbridge.routing import Route
 from kbridge.runtime import Runtime
+from kbridge.testing.processes import Process
 
 from .app import BARE_ACKS_LATE_TASK, BARE_TASK, build
 from .config import done_key
@@ -72,6 +73,17 @@ def _control(celery_app: Celery, command: str, queue: str, node: str) -> None:
         raise RuntimeError(f"worker {node} did not answer {command}({queue!r})")
 
 
+def drain(bench: Bench, celery_app: Celery, node: str, worker: Process, queue: str, key: str, n: int,
+          side: str) -> float:
+    """Let the worker consume queue until n performs were recorded under key; the rate between first and last."""
+    _control(celery_app, "add_consumer", queue, node)
+    wait_for_count(bench, key, n, timeout=max(600, n / 5), what=f"{side} tasks performed", alive=[worker])
+    _control(celery_app, "cancel_consumer", queue, node)
+    times = [float(t) for t in bench.redis.lrange(f"{key}:times", 0, -1)]
+    bench.redis.delete(f"{key}:count", f"{key}:times")
+    return round((len(times) - 1) / (max(times) - min(times)), 1)
+
+
 def run(bench: Bench) -> Result:
     per_round = max(2, bench.sizes.worker_messages // ROUNDS)
     kb, celery_app = build(bench.config)
@@ -95,13 +107,7 @@ def run(bench: Bench) -> Result:
             for side in names[r % len(names):] + names[:r % len(names)]:
                 queue, key, fill = sides[side]
                 fill(r * per_round, per_round)
-                _control(celery_app, "add_consumer", queue, node)
-                wait_for_count(bench, key, per_round, timeout=max(600, per_round / 5),
-                               what=f"{side} tasks performed", alive=[worker])
-                _control(celery_app, "cancel_consumer", queue, node)
-                times = [float(t) for t in bench.redis.lrange(f"{key}:times", 0, -1)]
-                bench.redis.delete(f"{key}:count", f"{key}:times")
-                this_round[side] = round((len(times) - 1) / (max(times) - min(times)), 1)
+                this_round[side] = drain(bench, celery_app, node, worker, queue, key, per_round, side)
             rounds.append(this_round)
     finally:
         worker.stop()

@@ -75,6 +75,10 @@ class Settings:
     report_interval: float = 5.0
     report_timeout: float = 30.0
     web_token: str | None = field(default=None, repr=False)
+    # skip_duplicates (kbridge/perform/duplicates.py): where completed offsets are remembered, and for how long.
+    # None: the Celery broker when it is Redis; inline-only apps without one remember in the listener's memory.
+    duplicate_store_url: str | None = None
+    duplicate_ttl: float = 7 * 24 * 3600.0
 
     @classmethod
     def build(cls, values: dict[str, Any]) -> Settings:
@@ -98,13 +102,16 @@ class Settings:
 
         for key in ("shutdown_timeout", "poll_timeout", "enqueue_backoff_max", "dead_letter_timeout",
                     "redelivery_after", "swarm_stall_timeout", "produce_timeout", "liveness_timeout",
-                    "report_interval", "report_timeout"):
+                    "report_interval", "report_timeout", "duplicate_ttl"):
             if key in values and not _positive(values[key]):
                 problems.append(f"{key} must be a number of seconds > 0, got {values[key]!r}")
         problems.extend(_swarm_problems(values))
         problems.extend(_port_problems(values))
         problems.extend(_host_problems(values))
         problems.extend(_web_problems(values))
+        url = values.get("duplicate_store_url")
+        if url is not None and not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
+            problems.append(f"duplicate_store_url must be a redis:// URL or None, got {url!r}")
         if "topic_mapper" in values:
             problems.extend(mapper_problems(values["topic_mapper"]))
         mpr = values.get("max_poll_records", cls.max_poll_records)

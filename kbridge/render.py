@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from urllib.parse import urlsplit, urlunsplit
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -121,6 +122,8 @@ def settings_table(app: KBridge) -> Table:
         value = getattr(s, f.name)
         if is_secret(f.name) and value is not None:
             value = "*****"
+        elif f.name == "duplicate_store_url" and value:
+            value = masked_url(value)
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))
@@ -160,6 +163,7 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
                 f"max_retries={r.max_retries}", f"dlq={r.dead_letter_topic}",
                 f"start_from={'beginning' if r.start_from_beginning else 'latest'}",
                 *flow_options(r),
+                *execution_options(r),
             ]
             if r.payload_model is not None:  # typed payloads
                 options.append(f"payload_model={payload_label(r)}")
@@ -178,8 +182,9 @@ def flow_rows(app: KBridge) -> list[dict[str, str]]:
     then the route's flow control, and the payload_model the payload validates into."""
     return [
         dict(zip(FLOW_COLUMNS, (
-            group.name, topic_cell(r), consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-            queue_name(app, r), ", ".join(responder_topics(r)) or NONE, " ".join(flow_options(r)) or NONE,
+            group.name, topic_cell(r), consumer_name(r), ", ".join(r.consumer._filters) or NONE,
+            " ".join([r.backend, *execution_options(r)]), queue_name(app, r),
+            ", ".join(responder_topics(r)) or NONE, " ".join(flow_options(r)) or NONE,
             payload_label(r),
         ), strict=True))
         for group in app.routes.groups.values() for r in group.routes()
@@ -192,3 +197,18 @@ def flow_table(app: KBridge) -> Table:
     for row in flow_rows(app):
         add_row(t, *row.values())
     return t
+
+
+def execution_options(route: Route) -> list[str]:
+    """ordering and skip_duplicates, shown only when set (next to the backend in flow, as they change how it runs)."""
+    shown = [f"ordering={route.ordering}"] if route.ordering else []
+    return shown + (["skip_duplicates=yes"] if route.skip_duplicates else [])
+
+
+def masked_url(url: str) -> str:
+    """A URL with its password replaced, so `kbridge info` can be pasted into a ticket."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}*****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))

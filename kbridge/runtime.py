@@ -19,6 +19,7 @@ from .dlq import DeadLetters
 from .errors import ConfigError
 from .perform import PerformHook, PerformRunner, build_runner
 from .perform.dead_letter import DeadLetterSink
+from .perform.gates import gate_stages
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -78,7 +79,7 @@ class Runtime:
         if enforce_timeout not in self._runners:
             self._runners[enforce_timeout] = build_runner(
                 self.dead_letters, monitor=self.monitor, hooks=self.perform_hooks, producer=self.producer,
-                enforce_timeout=enforce_timeout,
+                enforce_timeout=enforce_timeout, extra=gate_stages(self),
             )
         return self._runners[enforce_timeout]
 

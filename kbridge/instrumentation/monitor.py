@@ -37,6 +37,10 @@ EVENTS: dict[str, str] = {
     "perform.failed": "route, group_id, topic, partition, offset, messages (count), attempt, seconds, error",
     "retry": "route, group_id, topic, partition, offset, messages (count), attempt, countdown",
     "dead_letter": "route, group_id, topic, partition, offset, dead_letter_topic, error, attempts",
+    # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
+    "duplicate_skipped": "route, group_id, topic, partition, offset (the first skipped), messages (count)",
+    "ordering.parked": "route, group_id, topic, partition, offset, messages (count): waits for its predecessor",
+    "ordering.released": "route, group_id, topic, partition, offset, messages (parked tasks queued again)",
     "produce": "topic, partition, offset",
     "produce.failed": "topic, error",
     "rebalance.assigned": "group_id, partitions",

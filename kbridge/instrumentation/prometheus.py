@@ -56,6 +56,9 @@ COUNTERS: dict[str, str] = {
     "dead_lettered": "Messages dead-lettered, with Kafka's acknowledgement.",
     "expired": "Messages older than the topic's expire_after when fetched: committed, never handed over.",
     "breaker_tripped": "Times the dead-letter breaker held a route (label topic: the partition it tripped on).",
+    # Execution order and duplicates
+    "duplicate_skipped": "Redelivered messages acked without running perform(): they had completed already.",
+    "ordering_parked": "Ordered tasks parked until their predecessor (same partition or key) completed.",
 }
 
 
@@ -107,6 +110,8 @@ class PrometheusListener:
             "rebalance.revoked": self._on_revoked,
             "expired": self._on_expired,
             "breaker.tripped": self._on_breaker_tripped,
+            "duplicate_skipped": self._on_duplicate_skipped,
+            "ordering.parked": self._on_parked,
         }
 
     def attach(self, monitor: Monitor) -> PrometheusListener:
@@ -155,6 +160,11 @@ class PrometheusListener:
 
     def _on_breaker_tripped(self, p: dict[str, Any]) -> None:
         self._count("breaker_tripped", p)
+    def _on_duplicate_skipped(self, p: dict[str, Any]) -> None:
+        self._count("duplicate_skipped", p, p["messages"])
+
+    def _on_parked(self, p: dict[str, Any]) -> None:
+        self._count("ordering_parked", p, p["messages"])
 
     def _on_revoked(self, p: dict[str, Any]) -> None:
         """A partition now read by another listener must not keep reporting this one's stale lag."""

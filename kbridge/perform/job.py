@@ -27,6 +27,8 @@ class Job:
     attempt: int = 1  # 1-based: the perform() run this is
     consumer: BaseConsumer | None = field(default=None, compare=False)  # the instance of this attempt
     tick: TopicPartition | None = None  # a tick() job (tick_interval) of this partition; its batch is empty
+    # The transport's handle on this delivery (the Celery task's request), for backend-owned stages; None inline.
+    delivery: Any = field(default=None, compare=False)
 
     def next_attempt(self) -> Job:
         return replace(self, attempt=self.attempt + 1, consumer=None)
@@ -80,4 +82,13 @@ class DeadLetterPending:
     tries: int = 1  # dead-letter tries so far, for the backoff
 
 
-Outcome = Performed | Retry | DeadLettered | DeadLetterPending
+@dataclass(frozen=True)
+class Skipped:
+    """perform() did not run, and this delivery is done with: a duplicate of a completed message, or a task
+    parked until its predecessor completes (reason says which)."""
+
+    reason: str
+    attempts: int = 0
+
+
+Outcome = Performed | Retry | DeadLettered | DeadLetterPending | Skipped

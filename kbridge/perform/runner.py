@@ -28,10 +28,16 @@ class Scheduler(Protocol):
 class PerformRunner:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
+        # Only stages that override before(): none on a runner whose routes set no such option.
+        self._gates = [s for s in self.stages if type(s).before is not Stage.before]
         self._dead_letter = next((s for s in self.stages if isinstance(s, DeadLetterStage)), None)
 
     def attempt(self, job: Job) -> Outcome:
         """One perform() inside every stage's around(), outermost first; on failure, the first deciding stage."""
+        for gate in self._gates:
+            settled = gate.before(job)
+            if settled is not None:
+                return settled
         job.consumer = job.route.consumer(job.route, job.batch)
         try:
             with self._around(job):

@@ -1,5 +1,7 @@
 """The interface every perform stage implements: named hooks, each optional.
 
+- before(job): may settle the job without perform(): a duplicate, or a task that must wait for its
+  predecessor. The first stage that returns an outcome wins; no other hook of that attempt runs.
 - around(job): a context manager entered around perform(), outermost stage first;
   instrumentation, framework context, after_failure and the time limit are such wrappers.
 - on_failure(job, error): after a failed attempt, the first stage that returns an
@@ -17,6 +19,9 @@ from .job import Job, Outcome
 
 
 class Stage:
+    def before(self, job: Job) -> Outcome | None:
+        return None
+
     def around(self, job: Job) -> AbstractContextManager[object] | None:
         return None
 

@@ -21,7 +21,9 @@ class TracingStage(Stage):
     def __init__(self) -> None:
         self.tracer = tracing.tracer()
 
-    def around(self, job: Job) -> AbstractContextManager[object]:
+    def around(self, job: Job) -> AbstractContextManager[object] | None:
+        if job.tick is not None:  # a tick() has no message, so no trace to continue
+            return None
         return self._span(job)
 
     @contextmanager

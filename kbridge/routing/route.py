@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backends import registry
+from ..backends.celery.ordering_options import ordering_problems
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
 from ..payloads import payload_model_problems, typed_deserializer
+from ..perform.duplicates import skip_duplicates_problems
 from .flow import breaker_problems, flow_options, flow_problems
 from .names import name_problem
 
@@ -42,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_max_ratio": 0.5,  # hold the route when more than this share of recent messages is dead-lettered
     "dead_letter_min_messages": 100,  # ... out of at least this many recent messages
     "dead_letter_cooldown": 60.0,  # seconds the route stays held once the breaker trips
+    # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
+    "ordering": None,  # "partition" or "key": run in offset order per partition or per message key (celery)
+    "skip_duplicates": False,  # True: perform() completes at most once per (group, topic, partition, offset)
 }
 
 
@@ -79,6 +84,9 @@ class Route:
     def matches(self, topic: str) -> bool:
         """Whether this route consumes topic (a route name, after the topic mapper)."""
         return topic == self.name if self.pattern is None else self.pattern.fullmatch(topic) is not None
+    # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
+    ordering: str | None = None
+    skip_duplicates: bool = False
 
     @property
     def route_id(self) -> str:
@@ -160,6 +168,7 @@ def build_route(
     problems.extend(_responder_problems(where, opts["responder"]))
     problems.extend(payload_model_problems(where, opts))
     problems.extend(flow_problems(where, opts) + breaker_problems(where, opts))
+    problems.extend(ordering_problems(where, opts, backend) + skip_duplicates_problems(where, opts))
     if problems:
         raise ConfigError(problems)
 
@@ -183,6 +192,8 @@ def build_route(
         responder=opts["responder"],
         payload_model=opts["payload_model"],
         **flow_options(opts),
+        ordering=opts["ordering"],
+        skip_duplicates=opts["skip_duplicates"],
     )
 
 

@@ -9,6 +9,7 @@ tests can count performed, lost and duplicated messages.
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any
 
@@ -202,3 +203,48 @@ app.topic(f"{RUN}.filter-once", consumer=CountingFilterConsumer)
 # On a queue of its own, so a test can watch it with a worker that sends task events (-E).
 app.topic(f"{RUN}.observed", consumer=FailingConsumer, max_retries=2, retry_backoff=0.2, retry_backoff_max=0.5,
           queue=f"{QUEUE}-observed")
+
+# Ordering and duplicates (tests/integration/test_ordering.py): their own queue, served by a 4-process worker.
+ORDERED_QUEUE = f"kbridge-{RUN}-ordered"
+SLOW_N = 1001  # the message a duplicates test kills a worker child in
+
+
+class SequenceConsumer(BaseConsumer):
+    """Works 0-20 ms, then appends the message's sequence number to its key's list. A message carrying "fail": n
+    fails its first n attempts; one carrying "slow" publishes its pid and works 3 s on its first run."""
+
+    def perform(self) -> None:
+        p, body = self.params, self.params.payload
+        store().sadd(f"{RUN}:pids:{p.topic}", os.getpid())
+        if body.get("fail") and _calls(self, "attempts") <= body["fail"]:
+            raise RuntimeError(f"failing on purpose at offset {p.offset}")
+        if body.get("slow") and store().rpush(f"{RUN}:started:{p.topic}", os.getpid()) == 1:
+            time.sleep(3)  # the first run of this message: a test kills its process now
+        time.sleep(random.uniform(0, 0.02))
+        store().rpush(f"{RUN}:order:{p.topic}:{body['k']}", body["s"])
+        record(self)
+
+
+class CompletingConsumer(RecordingConsumer):
+    """record() is the completion; message SLOW_N first publishes its pid and works 3 s, for a test to kill it."""
+
+    def perform(self) -> None:
+        p = self.params
+        if p.payload["n"] == SLOW_N:
+            store().rpush(f"{RUN}:started:{p.topic}", os.getpid())
+            time.sleep(3)
+        record(self)
+
+
+for _name, _mode in (("key", "key"), ("key-faults", "key"), ("partition-faults", "partition")):
+    app.topic(f"{RUN}.ordered-{_name}", consumer=SequenceConsumer, ordering=_mode, queue=ORDERED_QUEUE,
+              retry_backoff=0.2, retry_backoff_max=0.5)
+app.topic(f"{RUN}.unordered", consumer=SequenceConsumer, queue=ORDERED_QUEUE)
+app.topic(f"{RUN}.once", consumer=CompletingConsumer, skip_duplicates=True, queue=ORDERED_QUEUE)
+
+
+def _count_skips(event: str, payload: dict[str, Any]) -> None:
+    store().hincrby(f"{RUN}:duplicate_skipped:{payload['topic']}", "messages", payload["messages"])
+
+
+app.monitor.subscribe("duplicate_skipped", _count_skips)

@@ -60,6 +60,21 @@ def finish(
     assert rc == 0, listener.log()[-3000:]
 
 
+def kill_listeners(pipeline: PipelineRun, topic: str, stream: Stream, times: int, longest: float = 2.0) -> list[int]:
+    """Start a listener, let it make progress, kill -9 it; `times` times. Returns the performed counts at each kill."""
+    kills = []
+    for i in range(times):
+        listener = pipeline.listener(topic, name=f"listener-{i}")
+        before = len(pipeline.seen(topic))
+        wait_until(lambda b=before: len(pipeline.seen(topic)) > b + 50, 60, interval=0.1,
+                   what="the listener to make progress", alive=[listener])
+        time.sleep(random.uniform(0.2, longest))
+        listener.kill_group()
+        kills.append(len(pipeline.seen(topic)))
+    assert stream.is_alive(), f"the stream ended before kill {times}; slow it down"
+    return kills
+
+
 def test_kill_9_listener_three_times_while_streaming_loses_nothing(
     pipeline: PipelineRun, celery_worker: Process
 ) -> None:
@@ -67,17 +82,7 @@ def test_kill_9_listener_three_times_while_streaming_loses_nothing(
     pipeline.create(topic, 3)
     stream = Stream(pipeline.kafka.bootstrap, topic, events(10_000), rate=400)
     stream.start()
-    rng = random.Random()
-    kills = []
-    for i in range(3):
-        listener = pipeline.listener(topic, name=f"listener-{i}")
-        before = len(pipeline.seen(topic))
-        wait_until(lambda b=before: len(pipeline.seen(topic)) > b + 50, 60, interval=0.1,
-                   what="the listener to make progress", alive=[listener])
-        time.sleep(rng.uniform(0.2, 2.0))
-        listener.kill_group()
-        kills.append(len(pipeline.seen(topic)))
-    assert stream.is_alive(), "the stream ended before the third kill; slow it down"
+    kills = kill_listeners(pipeline, topic, stream, 3)
     print(f"\n[kill-9-listener] killed at performed counts {kills}")
     finish(pipeline, topic, stream, pipeline.listener(topic, name="listener-final"), "kill-9-listener x3")
 

@@ -187,7 +187,7 @@ def test_the_task_message_carries_the_trace_headers_and_the_worker_reads_them() 
 
     publisher = redis_pipeline.RedisPipelinePublisher.__new__(redis_pipeline.RedisPipelinePublisher)
     publisher.origin, publisher.reply_to = "o", "r"
-    message = publisher._message("id1", "kbridge.perform", "q", "g/t", ["g/t", []], 70, 60)
+    message = publisher.message("id1", "kbridge.perform", "q", "g/t", ["g/t", []], 70, 60)
     assert "traceparent" not in message["headers"]  # the wire format of untraced tasks is unchanged
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ...errors import ConfigError
+
 if TYPE_CHECKING:
     from ...app import KBridge
     from ...runtime import Runtime
@@ -39,10 +41,14 @@ class CeleryPlugin:
         signals.connect(app.celery, app)
 
     def build(self, runtime: Runtime) -> CeleryBackend:
+        from ...perform.gates import store_problems
+        from .ordering import broker_problems
         from .publisher import CeleryBackend
 
         if runtime.celery is None:
             raise RuntimeError("the celery backend needs the app's Celery app")  # refused when routes are declared
+        if problems := broker_problems(runtime.celery, list(runtime.routes)) + store_problems(runtime):
+            raise ConfigError(problems)
         return CeleryBackend(runtime.celery, runtime.settings.redelivery_after)
 
 

@@ -16,7 +16,7 @@ from ...instrumentation.tracing import outgoing
 from ...interchange import to_wire
 from ...params import Params, carried
 from ...routing.route import Route
-from . import redis_pipeline
+from . import ordering, redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class CeleryBackend:
         self.redelivery_after = redelivery_after
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
+        self._registrar: ordering.Registrar | None = None
 
     def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
         units = [messages] if route.batch_consuming else [[m] for m in messages]
@@ -41,8 +42,9 @@ class CeleryBackend:
         headers = [outgoing(carried(unit[0])) for unit in units] if carried(messages[0]) is not None else None
         try:
             if fast is not None:
+                also = self._ordering(fast).adder(route, messages) if route.ordering else None
                 fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout,
-                             headers)
+                             headers, also)
                 return
             confirmed = 0
             for i, args in enumerate(argsets):
@@ -69,6 +71,11 @@ class CeleryBackend:
         from .tick import send_tick
 
         send_tick(self.celery_app, route, tp)
+
+    def _ordering(self, fast: redis_pipeline.RedisPipelinePublisher) -> ordering.Registrar:
+        if self._registrar is None:
+            self._registrar = ordering.Registrar(fast.client)
+        return self._registrar
 
     def close(self) -> None:
         connection: Any = self._connection

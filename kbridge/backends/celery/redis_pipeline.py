@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def encode(message: dict[str, Any]) -> str:
+    """A message as kombu's Redis transport stores it."""
+    return _dumps(message)
 
 
 def supports(celery_app: Celery, queue: str) -> bool:
@@ -57,28 +62,32 @@ class RedisPipelinePublisher:
     def publish(
         self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]],
         time_limit: float, soft_time_limit: float, headers: Sequence[dict[str, str]] | None = None,
+        also: Callable[[Any], None] | None = None,
     ) -> None:
         """LPUSH one task message per argset, each with its ledger entry, in one MULTI/EXEC.
 
         Raises if the transaction fails; then nothing of it is confirmed, and nothing was written.
+        also(pipe) adds commands to the same transaction (an ordered route's registration).
         """
         if queue not in self.reapers:
             self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
         entries: dict[str, str] = {}
         for i, args in enumerate(argsets):
-            task_id = self._next_id()
-            message = self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
+            task_id = self.next_id()
+            message = self.message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
             if headers and headers[i]:
                 message["headers"].update(headers[i])  # extra task headers (trace context)
             entries[task_id] = _dumps(message)
         # Three commands per batch, not per message. One LPUSH of many values keeps their order
         # for BRPOP, the same as one LPUSH each.
         pipe = self.client.pipeline(transaction=True)
+        if also is not None:
+            also(pipe)
         pipe.lpush(queue, *entries.values())
         ledger.record_many(pipe, queue, entries, time.time())
         pipe.execute()
 
-    def _next_id(self) -> str:
+    def next_id(self) -> str:
         """Unique task ids without a uuid4 (an os.urandom call) per message: a random prefix and a counter."""
         return f"{self._id_prefix}{next(self._counter):012x}"
 
@@ -86,7 +95,7 @@ class RedisPipelinePublisher:
         """Re-queue tasks the broker lost between delivery and unacked bookkeeping."""
         return sum(reaper.reap() for reaper in self.reapers.values())
 
-    def _message(
+    def message(
         self, task_id: str, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float,
         soft_time_limit: float,
     ) -> dict[str, Any]:

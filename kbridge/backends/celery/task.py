@@ -215,7 +215,7 @@ def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[st
     request.batch[0].carrier = task_carrier(task.request)  # trace context from the task message's headers
     runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
-    job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
+    job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1, delivery=task.request)
     if request.resume is None:
         outcome = runner.run(job, scheduler)
     else:
