@@ -10,6 +10,7 @@ from ..backends import registry
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
 from .names import name_problem
+from .pack import pack_problems
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
@@ -29,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_topic": None,  # "<topic>.dlq"
     "start_from_beginning": True,
     "responder": None,  # a kbridge.Responder subclass: what self.respond_with(...) sends through
+    # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
+    "pack": None,
 }
 
 
@@ -51,6 +54,8 @@ class Route:
     dead_letter_topic: str = ""
     start_from_beginning: bool = True
     responder: type[Responder] | None = None
+    # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
+    pack: int | None = None
 
     @property
     def route_id(self) -> str:
@@ -130,6 +135,7 @@ def build_route(
     if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
         problems.append(f"{where}: {p}")
     problems.extend(_responder_problems(where, opts["responder"]))
+    problems.extend(pack_problems(where, opts, backend, plugin is not None and plugin.performs_in_listener))
     if problems:
         raise ConfigError(problems)
 
@@ -151,6 +157,7 @@ def build_route(
         dead_letter_topic=dlq,
         start_from_beginning=opts["start_from_beginning"],
         responder=opts["responder"],
+        pack=opts["pack"],
     )
 
 

@@ -168,6 +168,27 @@ class HeadersConsumer(BaseConsumer):
         raise RuntimeError("dead-letter me")
 
 
+class PackedConsumer(BaseConsumer):
+    """Packed: records the task each message ran in; {"hold": true} waits on its first run (the test kills it),
+    {"fail": true} always fails."""
+
+    def perform(self) -> None:
+        from celery import current_task
+
+        p = self.params
+        attempt = _calls(self, "attempts")
+        store().rpush(f"{RUN}:tasks:{p.topic}", current_task.request.id)
+        if p.payload.get("hold") and attempt == 1:
+            store().rpush(f"{RUN}:started:{p.topic}:{p.partition}:{p.offset}", os.getpid())
+            time.sleep(30)
+        if p.payload.get("fail"):
+            raise RuntimeError(f"failing inside a pack at offset {p.offset}")
+        record(self)
+
+    def after_failure(self, exc: BaseException) -> None:
+        _note_failure(self, exc)
+
+
 app.topic(f"{RUN}.events", consumer=RecordingConsumer)
 app.topic(f"{RUN}.inline", consumer=RecordingConsumer, backend="inline")
 app.topic(f"{RUN}.binary", consumer=BinaryConsumer, deserializer=raw_bytes)
@@ -185,3 +206,5 @@ app.topic(f"{RUN}.retries5", consumer=FailingConsumer, max_retries=5, retry_back
 app.topic(f"{RUN}.dlq-outage", consumer=FailsUntilKafkaIsDownConsumer, max_retries=1, retry_backoff=0.1)
 app.topic(f"{RUN}.huge", consumer=FailingConsumer, max_retries=0)
 app.topic(f"{RUN}.headers", consumer=HeadersConsumer, max_retries=0)
+app.topic(f"{RUN}.packed", consumer=PackedConsumer, pack=10, max_retries=2, retry_backoff=0.2,
+          retry_backoff_max=0.5)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import EnqueueError
 from ...interchange import to_wire
 from ...params import Params
+from ...routing.pack import task_time_limits, task_units
 from ...routing.route import Route
 from . import redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
@@ -31,13 +32,13 @@ class CeleryBackend:
         self._connection: Connection | None = None
 
     def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
-        units = [messages] if route.batch_consuming else [[m] for m in messages]
+        units = task_units(route, messages)
         argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
         queue = route.queue or self.celery_app.conf.task_default_queue
         fast = self._fast_publisher(queue)
         try:
             if fast is not None:
-                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout)
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, *task_time_limits(route, HARD_LIMIT_GRACE))
                 return
             confirmed = 0
             for args in argsets:
@@ -77,14 +78,15 @@ class CeleryBackend:
             if conn.transport.driver_type == "amqp":
                 conn.transport_options["confirm_publish"] = True  # publish returns only once the broker has it
             self._connection = conn
+        limits = task_time_limits(route, HARD_LIMIT_GRACE)
         try:
             self.celery_app.tasks[TASK_NAME].apply_async(
                 args=args,
                 queue=route.queue,
                 shadow=route.shadow,
                 serializer="json",
-                soft_time_limit=route.timeout,
-                time_limit=route.timeout + HARD_LIMIT_GRACE,
+                time_limit=limits[0],
+                soft_time_limit=limits[1],
                 # retry=False: an outage must surface here, so the listener pauses the partition
                 # instead of kombu retrying behind its back.
                 retry=False,

@@ -117,8 +117,9 @@ class TaskRequest:
         self.route: Route = runtime.routes.find(route_id)
         if not isinstance(messages, list) or not messages:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
-        if not self.route.batch_consuming and len(messages) != 1:
-            raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
+        if not self.route.batch_consuming and len(messages) > (self.route.pack or 1):
+            takes = f"at most {self.route.pack} message(s)" if self.route.pack else "one message"
+            raise WireError(f"route {route_id!r} takes {takes} per task, got {len(messages)}")
         if self.route.max_batch_size is not None and len(messages) > self.route.max_batch_size:
             raise WireError(f"route {route_id!r} takes at most {self.route.max_batch_size} messages per task "
                             f"(max_batch_size), got {len(messages)}")
@@ -160,12 +161,18 @@ class CeleryScheduler:
         retry_task(self.task, exc=retry.error, countdown=retry.countdown)
 
     def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
-        countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
-        log.error("dead letters of %s wait for Kafka: retrying only the dead-letter step in %.1fs (try %d)",
-                  job, countdown, pending.tries + 1)
-        resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
-                  "tries": pending.tries + 1}
+        countdown, resume = dead_letter_retry(job, pending)
         retry_task(self.task, exc=pending.cause, countdown=countdown, kwargs={RESUME_KWARG: resume})
+
+
+def dead_letter_retry(job: Job, pending: DeadLetterPending) -> tuple[float, dict[str, Any]]:
+    """(countdown, the resume kwarg) of a dead-letter-only retry."""
+    countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
+    log.error("dead letters of %s wait for Kafka: retrying only the dead-letter step in %.1fs (try %d)",
+              job, countdown, pending.tries + 1)
+    resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
+              "tries": pending.tries + 1}
+    return countdown, resume
 
 
 def retry_task(task: Any, **options: Any) -> None:
@@ -189,6 +196,10 @@ def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[st
     except (UnknownRouteError, WireError) as exc:
         _refuse(task, runtime, args, kwargs, exc)
         return
+    if request.route.pack is not None:
+        from .pack import run_pack
+
+        return run_pack(task, runtime, request, args, kwargs)
     runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
     job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
