@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from kbridge.backends.celery import ledger
 from kbridge.dlq import ATTEMPTS, ORIGIN_OFFSET
 from kbridge.testing.kafka import wait_until
 from kbridge.testing.processes import Process
@@ -65,3 +66,5 @@ def test_pack_survives_a_killed_child_and_retries_a_failing_message_alone(
     # The killed pack ran again: the held message twice, and all 30 messages in far fewer tasks than 30.
     assert attempts[held] == 2 and seen[(0, held)] == 1
     assert len(set(tasks)) <= 30 // 2
+    # Every task closed its ledger entry, packs and the failing message's own tasks alike.
+    wait_until(lambda: store.zcard(ledger.ledger_key(pipeline.queue)) == 0, 30, what="the ledger to empty")

@@ -39,10 +39,12 @@ class CeleryPlugin:
 
     def build(self, runtime: Runtime) -> CeleryBackend:
         from .publisher import CeleryBackend
+        from .refetch import KafkaRefetch
 
         if runtime.celery is None:
             raise RuntimeError("the celery backend needs the app's Celery app")  # refused when routes are declared
-        return CeleryBackend(runtime.celery, runtime.settings.redelivery_after)
+        return CeleryBackend(runtime.celery, runtime.settings.redelivery_after,
+                             KafkaRefetch(runtime.settings, runtime.routes))
 
 
 PLUGIN = CeleryPlugin()

@@ -23,11 +23,14 @@ if TYPE_CHECKING:
     from celery import Celery
     from kombu.connection import Connection
 
+    from .refetch import KafkaRefetch
+
 
 class CeleryBackend:
-    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float, refetch: KafkaRefetch | None = None) -> None:
         self.celery_app = celery_app
         self.redelivery_after = redelivery_after
+        self.refetch = refetch  # rebuilds a task the Redis broker lost, from Kafka
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
 
@@ -56,11 +59,14 @@ class CeleryBackend:
         if queue not in self._fast:
             ok = redis_pipeline.supports(self.celery_app, queue)
             self._fast[queue] = (
-                redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after) if ok else None
+                redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after, self.refetch)
+                if ok else None
             )
         return self._fast[queue]
 
     def close(self) -> None:
+        if self.refetch is not None:
+            self.refetch.close()
         connection: Any = self._connection
         self._connection = None
         if connection is not None:

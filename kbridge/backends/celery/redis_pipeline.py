@@ -1,10 +1,11 @@
-"""The fast path to a Redis broker: one pipeline of LPUSHes per poll batch.
+"""The fast path to a Redis broker: one LPUSH per poll batch.
 
 Each entry is the Celery protocol-2 message that kombu's Redis transport itself
 stores for `apply_async` (JSON body, base64-encoded, headers and properties as
 Celery writes them), so an unmodified `celery worker` consumes it. Building it
-here skips kombu's per-message publish round trip; the transaction's success is the
-broker's confirmation. Each task also gets a ledger entry (see ledger.py).
+here skips kombu's per-message publish round trip; the script's success is the
+broker's confirmation. Each task also gets a ledger entry (see ledger.py), written by the
+same script as its LPUSH.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import itertools
 import json
 import os
 import socket
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -25,6 +25,10 @@ from . import ledger
 
 if TYPE_CHECKING:
     from celery import Celery
+
+# entry -> (task name, shadow, args, time limit, soft time limit) of the task rebuilt from Kafka, or None when
+# it cannot be rebuilt now
+Rebuild = Callable[[ledger.Entry], "tuple[str, str, list[Any], float, float] | None"]
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
@@ -43,13 +47,15 @@ def supports(celery_app: Celery, queue: str) -> bool:
 
 
 class RedisPipelinePublisher:
-    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float, rebuild: Rebuild | None = None) -> None:
         conf = celery_app.conf
         self.client = redis.Redis.from_url(conf.broker_write_url or conf.broker_url)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
         self._id_prefix = str(uuid.uuid4())[:24]  # 8-4-4-4 hex groups and a dash, then a 12-digit counter
         self._counter = itertools.count()
+        self._record = self.client.register_script(ledger.RECORD)
+        self.rebuild = rebuild
         options = conf.broker_transport_options or {}
         self.reapers: dict[str, ledger.Reaper] = {}
         self._reaper_args = (redelivery_after, options.get("unacked_key", ledger.UNACKED_KEY))
@@ -58,23 +64,34 @@ class RedisPipelinePublisher:
         self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]],
         time_limit: float, soft_time_limit: float,
     ) -> None:
-        """LPUSH one task message per argset, each with its ledger entry, in one MULTI/EXEC.
+        """LPUSH one task message per argset, each with its ledger entry, in one atomic script.
 
-        Raises if the transaction fails; then nothing of it is confirmed, and nothing was written.
+        Raises if the script fails; then nothing of it is confirmed.
         """
         if queue not in self.reapers:
-            self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
-        entries: dict[str, str] = {}
+            self.reapers[queue] = ledger.Reaper(self.client, queue, self._reaper_args[0],
+                                                lambda e, t: self._requeue(queue, e, t), self._reaper_args[1])
+        messages: list[str] = []
+        entries: list[str] = []
         for args in argsets:
             task_id = self._next_id()
-            message = self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
-            entries[task_id] = _dumps(message)
-        # Three commands per batch, not per message. One LPUSH of many values keeps their order
-        # for BRPOP, the same as one LPUSH each.
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(queue, *entries.values())
-        ledger.record_many(pipe, queue, entries, time.time())
-        pipe.execute()
+            messages.append(_dumps(self._message(task_id, task_name, queue, shadow, args, time_limit,
+                                                 soft_time_limit)))
+            entries.append(ledger.entry(task_id, args[0], args[1]))
+        # One round trip per batch. One LPUSH of many values keeps their order for BRPOP.
+        self._record(keys=ledger.keys(queue), args=["", *messages, *entries])
+
+    def _requeue(self, queue: str, entry: ledger.Entry, old: str) -> bool:
+        """Rebuild a lost task from Kafka and queue it again under its own id, with its entry re-ranked."""
+        if self.rebuild is None:
+            return False
+        rebuilt = self.rebuild(entry)
+        if rebuilt is None:
+            return False
+        task_name, shadow, args, time_limit, soft_time_limit = rebuilt
+        message = _dumps(self._message(entry.task_id, task_name, queue, shadow, args, time_limit, soft_time_limit))
+        self._record(keys=ledger.keys(queue), args=[old, message, ledger.entry(entry.task_id, args[0], args[1])])
+        return True
 
     def _next_id(self) -> str:
         """Unique task ids without a uuid4 (an os.urandom call) per message: a random prefix and a counter."""

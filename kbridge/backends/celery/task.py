@@ -85,7 +85,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
             # This message is done with, whatever happened: performed, dead-lettered, refused, or
             # handed to Celery's retry as a new message. Only a killed process skips this; then
             # Celery requeues the same message and the entry stays open for it.
-            _clear_ledger(task)
+            _clear_ledger(task, args)
 
     @worker_process_shutdown.connect(weak=False)
     def _close_producer(**_: Any) -> None:
@@ -236,8 +236,9 @@ def _ledger_closer(url: str) -> ledger.Closer:
     return _closers[key]
 
 
-def _clear_ledger(task: Any) -> None:
+def _clear_ledger(task: Any, args: tuple[Any, ...]) -> None:
     """Close the task's ledger entry (Redis fast path only), batched off the task's own time."""
     queue = getattr(task.request, ledger.HEADER, None)
-    if queue:
-        _ledger_closer(task.app.conf.broker_url).close_entry(queue, task.request.id)
+    entry = ledger.entry_of_task(task.request.id, args) if queue else None
+    if queue and entry is not None:
+        _ledger_closer(task.app.conf.broker_url).close_entry(str(queue), entry)
