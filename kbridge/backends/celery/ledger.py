@@ -41,6 +41,7 @@ SUSPECT_GRACE = 2.0  # seconds; well above a worker's batched close interval
 TAIL_PROBE = 50  # queue items read from the tail to find the oldest ledgered task still queued
 MAX_REQUEUES = 5  # re-queues of one entry by one reaper before it gives up on it, loudly
 REAP_LIMIT = 1000  # entries looked at per pass
+REQUEUE_BUDGET = 1.0  # seconds of re-queueing (reads from Kafka) per pass
 
 # KEYS: queue, ledger, sequence. ARGV: an entry to drop first ("" for none), then n messages, then their
 # n entries. The LPUSH and the ranks are taken in one atomic step, so ranks follow the queue's order.
@@ -177,7 +178,10 @@ class Reaper:
                               if not running}
             wait = max(SUSPECT_GRACE, self.after)
             pushed = 0
+            budget = time.monotonic() + REQUEUE_BUDGET
             for raw, since in list(self._suspects.items()):
+                if time.monotonic() > budget:
+                    break  # the rest on the next pass: this runs on the listener's polling thread
                 if now - since >= wait and self._requeue(raw):
                     del self._suspects[raw]
                     pushed += 1

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kbridge.ledger")
 
-READ_TIMEOUT = 10.0  # seconds to read one task's messages before trying again on a later pass
+READ_TIMEOUT = 3.0  # seconds to read one task's messages (on the polling thread) before a later pass
 
 
 class KafkaRefetch:
@@ -61,13 +61,15 @@ class KafkaRefetch:
         deadline = time.monotonic() + READ_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                for record in consumer.poll(timeout_ms=500).get(tp, []):
+                records = consumer.poll(timeout_ms=200).get(tp, [])
+                for record in records:
                     if record.offset in wanted:
                         found.append(record)
                     if record.offset >= last:
                         return found
-                if consumer.position(tp) > last:
-                    return found  # the rest was compacted away
+                end = consumer.highwater(tp)  # from fetch responses (ListOffsets is not trusted for this)
+                if consumer.position(tp) > last or (not records and end is not None and consumer.position(tp) >= end):
+                    return found  # the rest was compacted away, or is past the log's end (a recreated topic)
             raise TimeoutError(f"could not read {tp.topic}-{tp.partition}@{min(offsets)}..{last} from Kafka "
                                f"within {READ_TIMEOUT:g}s")
         finally:
