@@ -58,9 +58,11 @@ def test_each_enqueued_task_has_an_entry_of_coordinates_only(setup) -> None:  # 
     queue, _, client, publish, route = setup
     ids = publish([0, 1, 2])
     entries = [e.decode() for e in client.zrange(ledger.ledger_key(queue), 0, -1)]
-    assert entries == [f"{i} {route.route_id} {route.name} 0 {o}" for o, i in enumerate(ids)]  # in queue order
+    code = ledger.place_code(ledger.place(route.route_id, route.name, 0))
+    assert entries == [f"{i} {code} {o}" for o, i in enumerate(ids)]  # in queue order
+    assert client.hgetall(ledger.places_key(queue)) == {code.encode(): f"{route.route_id} {route.name} 0".encode()}
     assert json.loads(client.lindex(queue, -1))["headers"][ledger.HEADER] == queue
-    assert all(len(e) < 120 for e in entries), "an entry is a few coordinates, never the payload"
+    assert all(len(e) < 48 for e in entries), "an entry is a few coordinates, never the payload"
 
 
 def test_a_task_lost_in_the_delivery_window_is_rebuilt_from_kafka_and_requeued_once(setup) -> None:  # type: ignore[no-untyped-def]

@@ -34,10 +34,13 @@ def test_rendered_message_is_the_full_envelope() -> None:
 def test_entries_name_offset_runs_and_the_worker_computes_the_same() -> None:
     messages = [to_wire(Params(topic="t", partition=1, offset=o, raw_payload=b"{}")) for o in (3, 4, 5, 8, 10, 11)]
     text = ledger.entry("id-1", "g_t/t", messages)
-    assert text == "id-1 g_t/t t 1 3-5,8,10-11"
+    code = ledger.place_code(ledger.place("g_t/t", "t", 1))
+    assert text == f"id-1 {code} 3-5,8,10-11" and len(code) == 12
     assert ledger.entry_of_task("id-1", ["g_t/t", messages]) == text
-    assert ledger.Entry.decode(text) == ledger.Entry("id-1", "g_t/t", "t", 1, (3, 4, 5, 8, 10, 11))
+    places = {code: "g_t/t t 1"}
+    assert ledger.Entry.decode(text, places) == ledger.Entry("id-1", "g_t/t", "t", 1, (3, 4, 5, 8, 10, 11))
+    assert ledger.Entry.decode(text, {}) is None, "an unknown place cannot be rebuilt"
     assert ledger.entry_of_task("id-1", ["g_t/t", []]) is None
     assert ledger.entry_of_task("id-1", "forged") is None
     assert ledger.entry_of_task("id-1", ["g_t/t", [{"no": "offset"}]]) is None
-    assert ledger.Entry.decode("too few fields") is None
+    assert ledger.Entry.decode("too few", places) is None

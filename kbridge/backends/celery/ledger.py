@@ -6,8 +6,9 @@ by its worker (cancelled on connection loss, or a crashed worker), is gone from 
 although Redis had confirmed its enqueue. So:
 
 - the listener writes an entry for each task in the same script as its LPUSH. The entry
-  holds Kafka coordinates, not a copy of the task: "<task id> <route id> <topic>
-  <partition> <offset ranges>", ranked by a sequence number that follows the queue's order;
+  holds Kafka coordinates, not a copy of the task: "<task id> <place code> <offset ranges>",
+  ranked by a sequence number that follows the queue's order; a hash maps each place code to
+  its route, topic and partition;
 - the worker removes the entry when the task ends: performed, dead-lettered or refused
   (it computes the same entry from the task's id and arguments);
 - a reaper looks only at entries ranked below the oldest ledgered task still queued (those
@@ -23,6 +24,8 @@ A task can therefore run twice, never zero times: at least once, as promised.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
 import logging
 import threading
@@ -43,19 +46,23 @@ MAX_REQUEUES = 5  # re-queues of one entry by one reaper before it gives up on i
 REAP_LIMIT = 1000  # entries looked at per pass
 REQUEUE_BUDGET = 1.0  # seconds of re-queueing (reads from Kafka) per pass
 
-# KEYS: queue, ledger, sequence. ARGV: an entry to drop first ("" for none), then n messages, then their
-# n entries. The LPUSH and the ranks are taken in one atomic step, so ranks follow the queue's order.
+# KEYS: queue, ledger, sequence, places. ARGV: an entry to drop first ("" for none), the number p of places, p
+# (code, place) pairs, then n messages, then their n entries. The LPUSH and the ranks are taken in one atomic step,
+# so ranks follow the queue's order.
 RECORD = """
-local n = (#ARGV - 1) / 2
+local p = tonumber(ARGV[2])
+local base = 2 + 2 * p
+local n = (#ARGV - base) / 2
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if p > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 3, base)) end
 local first = redis.call('INCRBY', KEYS[3], n) - n
 for i = 1, n, 1000 do
   local j = math.min(i + 999, n)
-  redis.call('LPUSH', KEYS[1], unpack(ARGV, i + 1, j + 1))
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, base + i, base + j))
   local ranked = {}
   for k = i, j do
     ranked[#ranked + 1] = first + k
-    ranked[#ranked + 1] = ARGV[n + 1 + k]
+    ranked[#ranked + 1] = ARGV[base + n + k]
   end
   redis.call('ZADD', KEYS[2], unpack(ranked))
 end
@@ -71,8 +78,23 @@ def sequence_key(queue: str) -> str:
     return f"kbridge.pending_seq.{queue}"
 
 
+def places_key(queue: str) -> str:
+    return f"kbridge.pending_places.{queue}"
+
+
 def keys(queue: str) -> list[str]:
-    return [queue, ledger_key(queue), sequence_key(queue)]
+    return [queue, ledger_key(queue), sequence_key(queue), places_key(queue)]
+
+
+def place(route_id: str, topic: str, partition: int) -> str:
+    return f"{route_id} {topic} {partition}"
+
+
+@functools.lru_cache(maxsize=4096)
+def place_code(place_text: str) -> str:
+    """A short stand-in for a place (route, topic, partition) in every entry: 48 bits of its hash, so the
+    listener and the worker agree on it without asking Redis."""
+    return hashlib.blake2b(place_text.encode(), digest_size=6).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,17 +108,19 @@ class Entry:
     offsets: tuple[int, ...]
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> Entry | None:
+    def decode(cls, raw: bytes | str, places: dict[str, str]) -> Entry | None:
+        """An entry '<task id> <place code> <offset spans>', its place looked up in places (code -> place)."""
         text = raw.decode() if isinstance(raw, bytes) else raw
         parts = text.split(" ")
-        if len(parts) != 5:
+        where = places.get(parts[1], "").split(" ") if len(parts) == 3 else []
+        if len(where) != 3:
             return None
         try:
             offsets: list[int] = []
-            for span in parts[4].split(","):
+            for span in parts[2].split(","):
                 first, _, last = span.partition("-")
                 offsets.extend(range(int(first), int(last or first) + 1))
-            return cls(parts[0], parts[1], parts[2], int(parts[3]), tuple(offsets))
+            return cls(parts[0], where[0], where[1], int(where[2]), tuple(offsets))
         except ValueError:
             return None
 
@@ -114,7 +138,8 @@ def entry(task_id: str, route_id: str, messages: Sequence[Any]) -> str:
             start = offset
         previous = offset
     spans.append(f"{start}-{previous}" if previous != start else f"{start}")
-    return f"{task_id} {route_id} {first['topic']} {first['partition']} {','.join(spans)}"
+    code = place_code(place(route_id, first["topic"], first["partition"]))
+    return f"{task_id} {code} {','.join(spans)}"
 
 
 def entry_of_task(task_id: Any, args: Any) -> str | None:
@@ -212,7 +237,9 @@ class Reaper:
 
     def _requeue(self, raw: bytes) -> bool:
         text = raw.decode()
-        parsed = Entry.decode(text)
+        parts = text.split(" ")
+        known = self.client.hget(places_key(self.queue), parts[1]) if len(parts) == 3 else None
+        parsed = Entry.decode(text, {parts[1]: known.decode()} if isinstance(known, bytes) else {})
         tries = self._requeued.get(text, 0)
         if parsed is None or tries >= MAX_REQUEUES:
             log.error("dropping ledger entry %r of queue %s: %s", text[:200], self.queue,

@@ -66,7 +66,7 @@ class RedisPipelinePublisher:
         self.client = redis.Redis.from_url(conf.broker_write_url or conf.broker_url)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
-        self._id_prefix = str(uuid.uuid4())[:24]  # 8-4-4-4 hex groups and a dash, then a 12-digit counter
+        self._id_prefix = f"{uuid.uuid4().hex[:14]}-"  # 56 random bits, then a counter: short, as it is stored 5 times
         self._counter = itertools.count()
         self._record = self.client.register_script(ledger.RECORD)
         self._templates: dict[tuple[str, str, str, float, float], Template] = {}
@@ -88,12 +88,20 @@ class RedisPipelinePublisher:
                                                 lambda e, t: self._requeue(queue, e, t), self._reaper_args[1])
         messages: list[str] = []
         entries: list[str] = []
+        places: dict[str, str] = {}
         for args in argsets:
             task_id = self._next_id()
             messages.append(self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit))
             entries.append(ledger.entry(task_id, args[0], args[1]))
+            first = args[1][0]
+            where = ledger.place(args[0], first["topic"], first["partition"])
+            places[ledger.place_code(where)] = where
         # One round trip per batch. One LPUSH of many values keeps their order for BRPOP.
-        self._record(keys=ledger.keys(queue), args=["", *messages, *entries])
+        self._record(keys=ledger.keys(queue), args=self._argv("", places, messages, entries))
+
+    @staticmethod
+    def _argv(drop: str, places: dict[str, str], messages: list[str], entries: list[str]) -> list[str]:
+        return [drop, str(len(places)), *(x for pair in places.items() for x in pair), *messages, *entries]
 
     def _requeue(self, queue: str, entry: ledger.Entry, old: str) -> bool:
         """Rebuild a lost task from Kafka and queue it again under its own id, with its entry re-ranked."""
@@ -104,12 +112,15 @@ class RedisPipelinePublisher:
             return False
         task_name, shadow, args, time_limit, soft_time_limit = rebuilt
         message = self._message(entry.task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
-        self._record(keys=ledger.keys(queue), args=[old, message, ledger.entry(entry.task_id, args[0], args[1])])
+        first = args[1][0]
+        where = ledger.place(args[0], first["topic"], first["partition"])
+        self._record(keys=ledger.keys(queue), args=self._argv(
+            old, {ledger.place_code(where): where}, [message], [ledger.entry(entry.task_id, args[0], args[1])]))
         return True
 
     def _next_id(self) -> str:
         """Unique task ids without a uuid4 (an os.urandom call) per message: a random prefix and a counter."""
-        return f"{self._id_prefix}{next(self._counter):012x}"
+        return f"{self._id_prefix}{next(self._counter):09x}"
 
     def reap(self) -> int:
         """Re-queue tasks the broker lost between delivery and unacked bookkeeping."""
