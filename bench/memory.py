@@ -55,7 +55,7 @@ def run(bench: Bench) -> Result:
     mb = 1 / 1024
     return Result(
         "listener memory", "MB", value=final["VmRSS"] * mb, baseline=idle["VmRSS"] * mb, baseline_name="idle",
-        target=Target("<=", idle["VmRSS"] * mb + GROWTH_MB, on="value"),
+        target=Target("<=", round(idle["VmRSS"] * mb + GROWTH_MB, 1), on="value"),
         details={"messages": n, "peak_rss_mb": round(final["VmHWM"] * mb, 1), "seconds": round(seconds, 1),
                  "max_sampled_rss_mb": round(max(peak_seen) * mb, 1), "exit_code": code,
                  "listener_log": listener.log_path},
