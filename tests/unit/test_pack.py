@@ -119,3 +119,30 @@ def test_forged_packs_are_refused() -> None:
     plain_letters = FakeDeadLetters(plain)
     run(plain, "shop_users/users", [wire(1), wire(2)])
     assert plain_consumer.seen == [] and len(plain_letters.unroutable) == 1
+
+
+def test_the_timeout_applies_to_each_packed_message() -> None:
+    import time
+
+    from kbridge.errors import PerformTimeout
+
+    app, consumer = make_app(pack=3, timeout=0.3)
+    FakeDeadLetters(app)
+    failures: list[BaseException] = []
+    original = consumer.perform
+
+    def perform(self: BaseConsumer) -> None:
+        if self.params.offset == 8:
+            for _ in range(100):  # Python code, interruptible: 2 s in all
+                time.sleep(0.02)
+        original(self)
+
+    consumer.perform = perform  # type: ignore[method-assign]
+    consumer.after_failure = lambda self, exc: failures.append(exc)  # type: ignore[method-assign]
+    started = time.monotonic()
+    sent = run(app, "shop_users/users", [wire(7), wire(8), wire(9)])
+    assert time.monotonic() - started < 1.5, "the slow message was stopped at its own timeout"
+    assert [[p.offset for p in batch] for _, batch in consumer.seen] == [[7], [9]]
+    assert [type(e) for e in failures] == [PerformTimeout]
+    [call] = sent.call_args_list
+    assert call.kwargs["args"] == ["shop_users/users", [wire(8)]]

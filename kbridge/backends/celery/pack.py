@@ -20,13 +20,27 @@ from celery.exceptions import Reject
 
 from ...errors import WireError
 from ...params import ParamsBatch
-from ...perform import DeadLetterPending, Job, Retry
+from ...perform import DeadLetterPending, Job, PerformRunner, Retry, build_runner
+from .pack_timeout import PackTimeLimitStage
 from .task import HARD_LIMIT_GRACE, RESUME_KWARG, TaskRequest, _refuse, dead_letter_retry
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
 
 log = logging.getLogger("kbridge.worker")
+
+
+_runners: dict[int, tuple[Runtime, PerformRunner]] = {}
+
+
+def _pack_runner(runtime: Runtime) -> PerformRunner:
+    """The runtime's stages with the timeout per message (Celery's limits cover the whole pack), built once."""
+    cached = _runners.get(id(runtime))
+    if cached is None or cached[0] is not runtime:
+        runner = build_runner(runtime.dead_letters, monitor=runtime.monitor, hooks=runtime.perform_hooks,
+                              producer=runtime.producer, enforce_timeout=False, extra=[PackTimeLimitStage()])
+        cached = _runners[id(runtime)] = (runtime, runner)
+    return cached[1]
 
 
 class HandedOff(Exception):
@@ -75,7 +89,7 @@ def run_pack(task: Any, runtime: Runtime, request: TaskRequest, args: tuple[Any,
         error = WireError(f"{RESUME_KWARG} retries one message of a pack, got {len(request.batch)}")
         _refuse(task, runtime, args, kwargs, error)
         return
-    runner = runtime.runner(enforce_timeout=True)  # per message; Celery's limits cover the whole pack
+    runner = _pack_runner(runtime)
     attempt = (task.request.retries or 0) + 1
     for params, message in zip(request.batch, messages, strict=True):
         job = Job(request.route, ParamsBatch([params]), attempt=attempt)
