@@ -1,4 +1,4 @@
-"""The kbridge command: listen, worker, info, flow, install, topics create, dlq replay.
+"""The kbridge command: listen, worker, info, flow, install, dev, topics create, dlq show and replay.
 
 Every command that needs the app takes --app module:attr (or KBRIDGE_APP); a
 framework integration (Django's manage.py, Flask's CLI) passes its app object as
@@ -94,6 +94,30 @@ def _groups(app: KBridge, consumer_groups: str) -> list[ConsumerGroup]:
     return groups
 
 
+# --reload (kbridge.reload): listen and worker run as a restarted child process
+REFUSE_SWARM = "--reload runs one listener process and cannot be combined with --swarm; drop one of them"
+
+
+def reload_option(fn: F) -> F:
+    return click.option(
+        "--reload", is_flag=True, default=False,
+        help="Development only: restart when a Python file of the project changes (needs kbridge[reload]).",
+    )(fn)
+
+
+def _reload_if_asked(reload: bool, command: str, app_spec: str | None) -> None:
+    """With --reload, run this same command as a child, restarted on changes, and exit with its last code."""
+    from . import reload as reloader
+
+    if not reload or reloader.in_child():
+        return
+    try:
+        paths = reloader.watched_paths(app_spec, Path.cwd())
+        sys.exit(reloader.run(command, paths))
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="kbridge")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
@@ -102,8 +126,9 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s [%(name)s] %(message)s", stream=sys.stderr
     )
-    # kafka-python narrates every connection at INFO; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from .instrumentation.logging import quiet_kafka_client
+
+    quiet_kafka_client(logging.getLogger().level)  # kbridge's state lines say it once; --log-level DEBUG shows all
 
 
 @main.command()
@@ -120,17 +145,23 @@ def main(log_level: str) -> None:
               help="Log one INFO line per enqueued partition batch (logger kbridge.events).")
 @click.option("--swarm", "swarm_nodes", type=click.IntRange(min=0), default=None, metavar="N",
               help="Fork N supervised listener nodes (default: the swarm_nodes setting; 0 = one plain listener).")
+@reload_option
 def listen(
     app_spec: str | None, consumer_groups: str, metrics_port: int | None, metrics_host: str | None,
-    health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None,
+    health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None, reload: bool,
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
     from .instrumentation.wiring import instrument_listener
     from .listener import listener_process
 
+    if reload and swarm_nodes:
+        raise click.ClickException(REFUSE_SWARM)
+    _reload_if_asked(reload, "kbridge listen", app_spec)
     app = _load(app_spec)
     groups = _groups(app, consumer_groups)
     nodes = swarm_nodes if swarm_nodes is not None else app.settings.swarm_nodes
+    if nodes and reload:
+        raise click.ClickException(f"{REFUSE_SWARM} (the app sets swarm_nodes={nodes}; pass --swarm 0)")
     if nodes:
         _listen_swarm(app, groups, nodes, metrics_port, health_port, log_batches)
     try:
@@ -170,14 +201,18 @@ def _listen_swarm(
 @app_option
 @metrics_port_option
 @metrics_host_option
+@reload_option
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None, metrics_host: str | None) -> None:
+def worker(ctx: click.Context, app_spec: str | None, metrics_port: int | None, metrics_host: str | None,
+           reload: bool) -> None:
     """Start a Celery worker for the app; extra arguments go to `celery worker`.
 
     With a metrics port, the worker's main process serves the metrics of its whole pool
     (prometheus_client's multiprocess mode).
     """
     from .instrumentation import prometheus
+
+    _reload_if_asked(reload, "kbridge worker", app_spec)
 
     if metrics_port is not None:
         prometheus.prepare_multiprocess()  # before the app, or anything it imports, loads prometheus_client
@@ -212,6 +247,32 @@ def flow(app_spec: str | None) -> None:
 
     app = _load(app_spec)
     render.show(render.flow_table(app))
+
+
+@main.command()
+@app_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write the document to this file (.yaml/.yml: YAML, else JSON); default: print JSON.")
+def asyncapi(app_spec: str | None, output: Path | None) -> None:
+    """Write an AsyncAPI 3.0 document of the routes: channels, operations and payload schemas."""
+    import json
+
+    from .asyncapi import document
+
+    doc = document(_load(app_spec))
+    if output is not None and output.suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise click.ClickException("a .yaml output needs PyYAML (pip install pyyaml); or write .json") from None
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}: {len(doc['channels'])} channel(s), {len(doc['operations'])} operation(s)")
 
 
 @main.command()
@@ -272,6 +333,49 @@ def install(directory: Path, package: str, topic: str) -> None:
     click.echo(f"\nShow the routing at any time: kbridge flow --app {made.app_spec}")
 
 
+@main.command()
+@click.option("--kafka-port", type=click.IntRange(1, 65535), default=9092, show_default=True,
+              help="Port of the local Kafka-protocol broker (Tansu, in memory).")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=6379, show_default=True,
+              help="Port of the local Redis, the Celery broker.")
+@click.option("--topics-from", "topics_app", default=None, metavar="MODULE:ATTR",
+              help="Create this app's routed topics and their dead-letter topics once the broker is up.")
+@click.option("--partitions", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Partitions of each topic --topics-from creates.")
+def dev(kafka_port: int, redis_port: int, topics_app: str | None, partitions: int) -> None:
+    """Run a local Kafka and Redis for development, until Ctrl-C (needs kbridge[embedded]).
+
+    Nothing is stored on disk: topics and messages are gone once it stops.
+    """
+    from . import dev as devserver
+    from .topics import create_topics, routed_topics
+
+    app = _load(topics_app) if topics_app else None  # a broken app is reported before anything starts
+    try:
+        services = devserver.start(kafka_port, redis_port)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if app is not None:
+            names = routed_topics(_groups(app, ""))
+            made = create_topics(app.settings, names, partitions, 1, bootstrap=services.bootstrap_servers)
+            click.echo(f"Topics of {app.client_id}: created {', '.join(made.created) or 'none'}; "
+                       f"already there {', '.join(made.existing) or 'none'}")
+        click.echo(f"Kafka (Tansu, in memory)  {services.bootstrap_servers}   log: {services.kafka.log_path}")
+        click.echo(f"Redis (Celery broker)     {services.broker_url}   log: {services.redis.log_path}")
+        click.echo("\nUse these settings in the app's shells (an app made by `kbridge install` reads them):")
+        click.echo("  export " + " ".join(f"{k}={v}" for k, v in services.exports.items()))
+        click.echo("\nRunning; Ctrl-C stops both (topics and messages are not kept).", nl=True)
+        died = devserver.run_until_stopped(services, lambda name: click.echo(f"{name} received: stopping"))
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.stop()
+    if died is not None:
+        raise click.ClickException(died)
+    click.echo("Stopped Kafka and Redis.")
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics of the routes."""
@@ -310,18 +414,66 @@ def dlq() -> None:
 @dlq.command()
 @app_option
 @click.argument("dlq_topic")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Show at most N letters.")
+@click.option("--offset", type=click.IntRange(min=0), default=None,
+              help="Start at this offset in each partition (default: the earliest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def show(app_spec: str | None, dlq_topic: str, limit: int, offset: int | None, as_json: bool) -> None:
+    """Show the letters in a dead-letter topic: where each came from, why it failed, a payload preview.
+
+    Reads without a consumer group, so it changes nothing for `dlq replay`. DLQ_TOPIC is a
+    Kafka name. Exit status: 0 shown (or the topic is empty); 1 the topic does not exist or
+    Kafka cannot be read.
+    """
+    import json
+
+    from . import render
+    from .dlq_show import read_letters
+
+    app = _load(app_spec)
+    try:
+        letters = read_letters(app.settings, dlq_topic, limit, offset)
+    except KBridgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([letter.as_json() for letter in letters], indent=2))
+        return
+    if not letters:
+        where = "" if offset is None else f" from offset {offset}"
+        click.echo(f"no dead letters in {dlq_topic}{where}")
+        return
+    table = render.table(f"{dlq_topic}: {len(letters)} letter(s)", "partition", "offset", "origin", "error",
+                         "attempts", "replays", "failed at", "payload")
+    for letter in letters:
+        error = f"{letter.error_class}: {letter.error_message}" if letter.error_class else "-"
+        size = "" if letter.payload_bytes is None else f" ({letter.payload_bytes} B)"
+        payload = ("hex " if letter.payload_encoding == "hex" else "") + letter.payload + size
+        render.add_row(table, letter.partition, letter.offset, letter.origin, error,
+                       render.NONE if letter.attempts is None else letter.attempts, letter.replays,
+                       letter.failed_at or render.NONE, payload + (" [cut down]" if letter.truncated else ""))
+    render.show(table)
+
+
+@dlq.command()
+@app_option
+@click.argument("dlq_topic")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay at most N dead letters.")
 @click.option("--to", "to_topic", default=None, metavar="TOPIC",
               help="Send every dead letter to this Kafka topic instead of its origin (not an internal __ topic).")
-@click.option("--idle", type=click.FloatRange(min=0.5), default=3.0, show_default=True, metavar="SECONDS",
-              help="Stop once no dead letter has come for this long.")
-def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, idle: float) -> None:
-    """Re-produce dead-lettered messages to their origin topic.
+@click.option("--follow", is_flag=True, help="Keep replaying letters as they come, until Ctrl-C.")
+@click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Skip a letter already replayed N times (a poison message), with a warning.")
+@click.option("--force", is_flag=True, help="Replay letters past --max-replays too.")
+def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, follow: bool,
+           max_replays: int, force: bool) -> None:
+    """Re-produce dead-lettered messages to their origin topic, up to the end DLQ_TOPIC has now.
 
     DLQ_TOPIC and --to are Kafka names (the topic mapper does not apply). A letter goes back
     only to an origin topic the app routes; one from anywhere else (or with no origin) is
     skipped: logged with its offset and why, counted, and committed past, so a rerun does
     not meet it again. It stays in DLQ_TOPIC; --to TOPIC replays such letters elsewhere.
+    Each copy counts its replays in a kbridge-replays header; a letter replayed
+    --max-replays times is skipped the same way unless --force is given.
 
     Exit status: 0 every letter replayed; 3 done, but some letters were skipped; 1 an error
     stopped the replay (what was replayed is committed, a rerun resumes); 130 interrupted.
@@ -330,6 +482,7 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
 
     from .replay import ReplayResult, Targets, routed_targets, target_problem
     from .replay import replay as run_replay
+    from .replay_progress import Progress
 
     app = _load(app_spec)
     if to_topic is not None and (problem := target_problem(to_topic, dlq_topic)) is not None:
@@ -339,6 +492,7 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     except KBridgeError as exc:
         raise click.ClickException(str(exc)) from None
     result = ReplayResult()
+    progress = Progress.on_terminal(dlq_topic)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -348,16 +502,20 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     except ValueError:  # not the main thread (an embedding program): leave its signals alone
         previous = None
     try:
-        run_replay(app.settings, dlq_topic, targets, limit, idle, result=result)
+        run_replay(app.settings, dlq_topic, targets, limit, follow, max_replays, force, result=result,
+                   progress=progress)
     except KeyboardInterrupt:
+        progress.clear()
         click.echo(f"interrupted: {result.summary(dlq_topic)}")
         sys.exit(130)
     except KBridgeError as exc:
+        progress.clear()
         click.echo(f"stopped: {result.summary(dlq_topic)}")
         raise click.ClickException(str(exc)) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    progress.clear()
     click.echo(result.summary(dlq_topic))
     if result.skipped:
         sys.exit(3)

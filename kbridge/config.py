@@ -28,6 +28,10 @@ RESERVED_KAFKA_KEYS = {
 }
 CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)
 PRODUCER_KEYS = frozenset(KafkaProducer.DEFAULT_CONFIG)
+# Group membership defaults of kbridge's consumers (listener, dlq replay); the app's kafka settings override them.
+# kafka-python's 45 s session makes some brokers (Tansu) hold a first group join for ~23 s; 6 s (Kafka's
+# minimum) joins in ~3 s there, and a dead listener's partitions move on sooner everywhere.
+GROUP_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 # Where the metrics and health servers listen unless told otherwise: this host only.
 DEFAULT_HOST = "127.0.0.1"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -101,7 +105,10 @@ class Settings:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def consumer_config(self) -> dict[str, Any]:
-        return {"client_id": self.client_id, **{k: v for k, v in self.kafka.items() if k in CONSUMER_KEYS}}
+        # The two go together (a heartbeat must come well within the session): an app that sets either owns both.
+        defaults = {} if GROUP_DEFAULTS.keys() & self.kafka.keys() else GROUP_DEFAULTS
+        return {"client_id": self.client_id, **defaults,
+                **{k: v for k, v in self.kafka.items() if k in CONSUMER_KEYS}}
 
     def producer_config(self) -> dict[str, Any]:
         return {"client_id": self.client_id, **{k: v for k, v in self.kafka.items() if k in PRODUCER_KEYS}}

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from kafka import TopicPartition
+
 from . import callbacks
 from .errors import KBridgeError
 from .params import Params, ParamsBatch
@@ -62,10 +64,23 @@ class BaseConsumer:
         cls._filters = tuple(names)
         cls._callbacks = callbacks.collect(cls)
 
-    def __init__(self, topic: Route, params_batch: ParamsBatch) -> None:
+    def __init__(self, topic: Route, params_batch: ParamsBatch, partition: TopicPartition | None = None) -> None:
         self.topic = topic
         self.params_batch = params_batch
         self.marked: list[Params] = []  # what this run passed to mark_as_consumed(), in call order
+        self._partition = partition  # a tick()'s partition; its params_batch is empty
+
+    @property
+    def partition(self) -> TopicPartition:
+        """The Kafka topic and partition of this run: tick()'s, or that of the first message."""
+        if self._partition is not None:
+            return self._partition
+        first = self.params_batch[0]
+        return TopicPartition(first.topic, first.partition)
+
+    def tick(self) -> None:
+        """With tick_interval=SECONDS: called for each assigned partition (self.partition) that got no message
+        for that long; in the worker with the celery backend, in the listener inline. self.params_batch is empty."""
 
     @property
     def params(self) -> Params:

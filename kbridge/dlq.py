@@ -28,6 +28,7 @@ from kafka.errors import (
     RecordListTooLargeError,
 )
 
+from .errors import PayloadValidationError
 from .params import HeaderList, Params
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ FAILED_AT = "kbridge-failed-at"
 TRUNCATED = "kbridge-truncated"  # on a cut-down letter: what was cut, and why
 INTENDED_TOPIC = "kbridge-intended-topic"  # on a letter in the fallback topic: where it should have gone
 TASK_ID = "kbridge-task-id"  # on an untrusted task's letter
+REPLAYS = "kbridge-replays"  # how often `dlq replay` sent this message back; kept when it is dead-lettered again
+VALIDATION_ERRORS = "kbridge-validation-errors"  # payload_model: JSON [{"path": ..., "message": ...}, ...]
 
 MAX_ERROR_MESSAGE = 2000
 PREVIEW_BYTES = 16 * 1024  # what a cut-down letter keeps of the value and of the key
@@ -66,6 +69,7 @@ class Failure:
 
     error_class: str
     message: str
+    field_errors: tuple[tuple[str, str], ...] = ()  # a payload that did not validate: (path, message) pairs
 
     @classmethod
     def of(cls, error: BaseException | Failure) -> Failure:
@@ -75,7 +79,8 @@ class Failure:
             message = str(error)
         except Exception:  # an exception whose __str__ raises still gets its letter
             message = repr(error.args)
-        return cls(f"{type(error).__module__}.{type(error).__qualname__}", message)
+        fields = tuple(error.errors) if isinstance(error, PayloadValidationError) else ()
+        return cls(f"{type(error).__module__}.{type(error).__qualname__}", message, fields)
 
     @property
     def short_class(self) -> str:
@@ -96,9 +101,10 @@ def unroutable_topic(client_id: str) -> str:
 def dead_letter_headers(
     params: Params, error: BaseException | Failure, attempts: int, group_id: str
 ) -> HeaderList:
-    """The original headers (minus earlier kbridge ones), repeats and order kept, followed by this failure's."""
+    """The original headers (minus earlier kbridge ones but the replay count), repeats and order kept, followed
+    by this failure's. The replay count survives so that replay can tell a message it keeps sending back."""
     failure = Failure.of(error)
-    kept = [(k, v) for k, v in params.header_list if not k.startswith(HEADER_PREFIX)]
+    kept = [(k, v) for k, v in params.header_list if not k.startswith(HEADER_PREFIX) or k == REPLAYS]
     ours = {
         ORIGIN_TOPIC: params.topic,
         ORIGIN_PARTITION: str(params.partition),
@@ -109,6 +115,8 @@ def dead_letter_headers(
         ATTEMPTS: str(attempts),
         FAILED_AT: datetime.now(timezone.utc).isoformat(),
     }
+    if failure.field_errors:
+        ours[VALIDATION_ERRORS] = json.dumps([{"path": p, "message": m} for p, m in failure.field_errors])
     return kept + [(k, _text(v)) for k, v in ours.items()]
 
 

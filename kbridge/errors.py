@@ -38,6 +38,17 @@ class DeserializationError(KBridgeError):
     """A payload the topic's deserializer cannot read. Retrying cannot help, so it is dead-lettered at once."""
 
 
+class PayloadValidationError(DeserializationError):
+    """The payload was read but is not a valid instance of the route's payload_model.
+
+    errors holds (field path, message) pairs, e.g. ("items.0.price", "Input should be greater than 0").
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
 class PerformTimeout(KBridgeError):
     """perform() ran past its topic's timeout on the inline backend."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
-from .errors import DeserializationError
+from .errors import DeserializationError, PayloadValidationError
 
 Deserializer = Callable[[bytes], Any]
 HeaderList = list[tuple[str, bytes | None]]
@@ -33,9 +33,10 @@ def _from_ms(ms: float | None) -> datetime | None:
 class Params:
     """One Kafka message with lazily deserialized payload and its metadata."""
 
+    carrier: dict[str, str] | None
     __slots__ = (
         "topic", "partition", "offset", "key", "header_list", "raw_payload",
-        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload", "_headers",
+        "timestamp_ms", "receive_time_ms", "_deserializer", "_payload", "_headers", "carrier",
     )
 
     def __init__(
@@ -69,6 +70,10 @@ class Params:
         self.receive_time_ms = receive_time_ms
         self._deserializer = deserializer
         self._payload = _UNSET
+        # self.carrier: the hand-over's transport headers this message travels in (trace context, task
+        # id), set by tracing in the listener and by the worker from the task message; never a Kafka
+        # header, never part of the task's arguments. Left unset here, so it costs nothing when tracing
+        # is off: read it with carried(params).
 
     @property
     def payload(self) -> Any:
@@ -78,6 +83,10 @@ class Params:
             else:
                 try:
                     self._payload = self._deserializer(self.raw_payload)
+                except PayloadValidationError as exc:
+                    raise PayloadValidationError(
+                        f"payload of {self.topic}-{self.partition}@{self.offset} {exc}", exc.errors
+                    ) from None
                 except Exception as exc:
                     name = getattr(self._deserializer, "__name__", repr(self._deserializer))
                     raise DeserializationError(
@@ -112,6 +121,11 @@ class Params:
 
     def __repr__(self) -> str:
         return f"<Params {self.topic}/{self.partition}@{self.offset}>"
+
+
+def carried(params: Params) -> dict[str, str] | None:
+    """The carrier of a message's hand-over (see Params.carrier), or None when nothing set one."""
+    return getattr(params, "carrier", None)
 
 
 _ITEM_NAMES = frozenset(

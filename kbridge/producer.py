@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from kafka import KafkaProducer
 
 from .errors import KBridgeError
+from .instrumentation import tracing
 from .routing.names import name_problem
 
 if TYPE_CHECKING:
@@ -229,9 +230,11 @@ class Producer:
         except Exception as exc:
             self._failed(future, message.topic, None, exc)
             return future
+        headers = list(message.headers)
+        tracing.inject(headers)  # the current trace context, if there is one
         try:
             sent = self._get_client().send(
-                kafka_topic, value=message.value, key=message.key, headers=list(message.headers),
+                kafka_topic, value=message.value, key=message.key, headers=headers,
                 partition=message.partition,
             )
         except Exception as exc:  # no metadata in time, an unknown partition, too large, a closed producer

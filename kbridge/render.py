@@ -16,6 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import KBridge
+from .instrumentation import tracing
+from .payloads import model_kind
 from .routing import Route
 
 NONE = "-"
@@ -101,6 +103,14 @@ def responder_topics(route: object) -> list[str]:
     return [n if isinstance(n, str) else str(getattr(n, "name", n)) for n in names]
 
 
+def payload_label(route: Route) -> str:
+    """The route's payload_model and its kind, e.g. 'shop.models.Order (pydantic)'; '-' when untyped."""
+    model = route.payload_model
+    if model is None:
+        return NONE
+    return f"{model.__module__}.{model.__qualname__} ({model_kind(model)})"
+
+
 def settings_table(app: KBridge) -> Table:
     t = table("settings", "setting", "value")
     s = app.settings
@@ -111,9 +121,29 @@ def settings_table(app: KBridge) -> Table:
         # Every float setting is a number of seconds (config.py validates them as such).
         add_row(t, f.name, seconds(value) if f.type in ("float", float) else value)
     add_row(t, "celery", celery_line(app))
+    add_row(t, "tracing", tracing.state())
     for key, value in sorted(s.masked_kafka().items()):
         add_row(t, f"kafka.{key}", value)
     return t
+
+
+def topic_cell(route: Route) -> str:
+    """A topic route's name; a pattern route's name and the regular expression it matches."""
+    return route.name if route.pattern is None else f"{route.name}=/{route.pattern.pattern}/"
+
+
+def flow_options(route: Route) -> list[str]:
+    """Flow control and the dead-letter breaker, as name=value: only what the route sets, and the breaker."""
+    shown = [f"{k}={seconds(v)}" for k, v in (("expire_after", route.expire_after), ("delay_by", route.delay_by),
+                                              ("tick_interval", route.tick_interval)) if v is not None]
+    if route.throttle is not None:
+        shown.append(f"throttle={route.throttle[0]}/{seconds(route.throttle[1])}")
+    if route.dead_letter_max_ratio is None:
+        shown.append("dead_letter_breaker=off")
+    else:
+        shown.append(f"dead_letter_breaker={route.dead_letter_max_ratio:g}/{route.dead_letter_min_messages}"
+                     f"+{seconds(route.dead_letter_cooldown)}")
+    return shown
 
 
 def routes_table(app: KBridge, one_line: bool = True) -> Table:
@@ -121,26 +151,32 @@ def routes_table(app: KBridge, one_line: bool = True) -> Table:
     table fits a narrow one, and space-separated in a pipe, so each route stays on one line."""
     t = table("routes", "group", "group_id", "topic", "consumer", "backend", "queue", "options")
     for group in app.routes.groups.values():
-        for r in group.topics.values():
+        for r in group.routes():
             options = [
                 f"batch={'yes' if r.batch_consuming else 'no'}", f"timeout={seconds(r.timeout)}",
                 f"max_retries={r.max_retries}", f"dlq={r.dead_letter_topic}",
                 f"start_from={'beginning' if r.start_from_beginning else 'latest'}",
+                *flow_options(r),
             ]
+            if r.payload_model is not None:  # typed payloads
+                options.append(f"payload_model={payload_label(r)}")
             add_row(
-                t, group.name, group.id, r.name, consumer_name(r), r.backend, queue_name(app, r),
+                t, group.name, group.id, topic_cell(r), consumer_name(r), r.backend, queue_name(app, r),
                 (" " if one_line else "\n").join(options),
             )
     return t
 
 
 def flow_table(app: KBridge) -> Table:
-    """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics."""
-    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to")
+    """topic -> consumer (and its filters, which run in the listener) -> backend/queue -> responder topics;
+    then the route's flow control, and the payload_model the payload validates into."""
+    t = table("flow", "group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "flow_control",
+              "payload")
     for group in app.routes.groups.values():
-        for r in group.topics.values():
+        for r in group.routes():
             add_row(
-                t, group.name, r.name, consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
-                queue_name(app, r), ", ".join(responder_topics(r)) or NONE,
+                t, group.name, topic_cell(r), consumer_name(r), ", ".join(r.consumer._filters) or NONE, r.backend,
+                queue_name(app, r), ", ".join(responder_topics(r)) or NONE, " ".join(flow_options(r)),
+                payload_label(r),
             )
     return t

@@ -10,6 +10,12 @@ writes only to topics the app routes (their Kafka names, through the topic mappe
 to the one topic named by `--to`, and never to an internal `__` topic. A letter it
 cannot replay is skipped: logged with its offset and why, counted, and committed past,
 so that the next run does not meet it again. It stays in the dead-letter topic.
+
+Replay ends. It reads up to the end each partition had when it started (the fetch high
+watermark, see kbridge/highwater.py) and stops there; --follow keeps reading. Each copy
+carries a kbridge-replays header counting its trips, which the dead-letter producer keeps,
+so a poison message a running listener dead-letters again is skipped with a warning once
+it has been replayed --max-replays times.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +37,9 @@ from kafka.errors import (
 )
 
 from .config import Settings
-from .dlq import HEADER_PREFIX, ORIGIN_TOPIC
+from .dlq import HEADER_PREFIX, ORIGIN_TOPIC, REPLAYS
 from .errors import KBridgeError
+from .highwater import high_watermarks, partitions_of
 from .routing.mapper import kafka_names
 from .routing.names import name_problem
 
@@ -42,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbridge.replay")
 
 JOIN_TIMEOUT = 60.0
+JOIN_NOTICE = 5.0  # seconds of waiting for the group before replay says so
+# A letter sent back this often and dead-lettered again each time is poison: skipped unless --force.
+DEFAULT_MAX_REPLAYS = 3
 INTERNAL_PREFIX = "__"  # Kafka's own topics: __consumer_offsets, __transaction_state, ...
 # Refusals by Kafka that no retry of this letter can change: it is skipped, not retried for ever.
 UNREPLAYABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
@@ -53,6 +63,8 @@ INTERNAL = "internal Kafka topic"
 LOOP = "the dead-letter topic itself"
 UNROUTED = "not routed by this app"
 REFUSED = "refused by Kafka"
+TOO_OFTEN = "replayed too often"
+BAD_COUNT = "malformed replay count"
 
 
 @dataclass
@@ -61,8 +73,15 @@ class ReplayResult:
     skipped: int = 0
     replayed_to: Counter[str] = field(default_factory=Counter)  # Kafka topic -> letters replayed there
     skipped_by: Counter[str] = field(default_factory=Counter)  # why (one of the categories above) -> letters
+    total: int | None = None  # letters between the group's offsets and the ends seen at the start; None: --follow
+
+    @property
+    def handled(self) -> int:
+        return self.replayed + self.skipped
 
     def summary(self, dlq_topic: str) -> str:
+        if self.total == 0:
+            return f"nothing to replay in {dlq_topic}: this app's replay group has handled every letter in it"
         text = f"replayed {self.replayed} message(s) from {dlq_topic}"
         if self.replayed_to:
             text += " (" + ", ".join(f"{t}: {n}" for t, n in sorted(self.replayed_to.items())) + ")"
@@ -103,13 +122,19 @@ def replay(
     dlq_topic: str,
     targets: Targets,
     limit: int | None = None,
-    idle: float = 3.0,
+    follow: bool = False,
+    max_replays: int = DEFAULT_MAX_REPLAYS,
+    force: bool = False,
     result: ReplayResult | None = None,
+    progress: Callable[[ReplayResult], None] | None = None,
 ) -> ReplayResult:
-    """Replay up to limit dead letters; stops once the topic has been idle for idle seconds.
+    """Replay up to limit dead letters, up to the end the topic had when replay started (follow: for ever).
 
+    Stopping at the starting end is what ends a poison loop: a letter a running listener
+    dead-letters again lands past that end, so this run never meets it.
     result: counts as they go, so a caller still has them if this raises (an interrupt, an
     error that stops the replay). Everything handled before that is committed.
+    progress: called with the counts after each poll that handled letters.
     """
     if targets.to is not None and (problem := target_problem(targets.to, dlq_topic)) is not None:
         raise KBridgeError(problem)
@@ -123,50 +148,67 @@ def replay(
         )
     except KafkaError as exc:
         raise KBridgeError(f"cannot reach Kafka to replay {dlq_topic!r}: {type(exc).__name__}: {exc}") from None
+    policy = _Policy(max_replays, force)
     try:
-        return _run(consumer, settings, dlq_topic, targets, limit, idle, result)
+        return _run(consumer, settings, dlq_topic, targets, limit, follow, policy, result, progress)
     except KafkaError as exc:
         raise KBridgeError(f"replay of {dlq_topic!r} stopped: {type(exc).__name__}: {exc}") from None
 
 
 def _run(
-    consumer: KafkaConsumer, settings: Settings, dlq_topic: str, targets: Targets, limit: int | None, idle: float,
-    result: ReplayResult,
+    consumer: KafkaConsumer, settings: Settings, dlq_topic: str, targets: Targets, limit: int | None,
+    follow: bool, policy: _Policy, result: ReplayResult, progress: Callable[[ReplayResult], None] | None,
 ) -> ReplayResult:
     producer: KafkaProducer | None = None
     done: dict[TopicPartition, int] = {}  # the next offset to read, per partition: what may be committed
     committed: dict[TopicPartition, int] = {}
     try:
+        tps = partitions_of(consumer, dlq_topic, "`kbridge info` lists each route's dlq")
         existing = consumer.topics()
-        if dlq_topic not in existing:
-            raise KBridgeError(f"dead-letter topic {dlq_topic!r} does not exist; `kbridge info` lists each route's dlq")
         if targets.to is not None and targets.to not in existing:
             raise KBridgeError(f"--to topic {targets.to!r} does not exist in Kafka; create it first")
+        ends: dict[TopicPartition, int] | None = None
+        if not follow:
+            ends = high_watermarks(settings.consumer_config(), tps)
+            starts = _starts(consumer, tps)
+            result.total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+            if limit is not None:
+                result.total = min(result.total, limit)
+            if not result.total:
+                return result  # nothing to replay: no need to join the group
+            done.update({tp: starts[tp] for tp in tps if starts[tp] >= ends[tp]})
         producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
-        sender = _Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout)
+        sender = _Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout, policy)
         consumer.subscribe([dlq_topic])
-        join_deadline = time.monotonic() + JOIN_TIMEOUT
-        last_record: float | None = None  # the idle clock starts once the group has assigned partitions
-        while limit is None or result.replayed + result.skipped < limit:
-            room = 500 if limit is None else min(500, limit - result.replayed - result.skipped)
+        joining = time.monotonic()
+        said_waiting = False
+        while limit is None or result.handled < limit:
+            room = 500 if limit is None else min(500, limit - result.handled)
             polled = consumer.poll(timeout_ms=500, max_records=room)
-            if last_record is None:
-                if not consumer.assignment():
-                    if time.monotonic() > join_deadline:
-                        raise KBridgeError(f"no partitions of {dlq_topic!r} assigned within {JOIN_TIMEOUT:.0f}s; "
-                                           "is another replay running in the same group?")
-                    continue
-                last_record = time.monotonic()
-            if not polled:
-                if time.monotonic() - last_record > idle:
-                    break
+            if not consumer.assignment():
+                waited = time.monotonic() - joining
+                if waited > JOIN_TIMEOUT:
+                    raise KBridgeError(f"no partitions of {dlq_topic!r} assigned within {JOIN_TIMEOUT:.0f}s; "
+                                       "is another replay running in the same group?")
+                if waited > JOIN_NOTICE and not said_waiting:
+                    said_waiting = True  # a long group join is not a hang: say what replay waits for
+                    log.info("waiting for consumer group %s to assign partitions of %s (%.0fs so far)",
+                             consumer.config["group_id"], dlq_topic, waited)
                 continue
-            last_record = time.monotonic()
             for tp, records in polled.items():
+                end = None if ends is None else ends.get(tp, 0)
                 for record in records:
+                    if end is not None and record.offset >= end:
+                        break  # arrived after replay started (perhaps a letter this run sent back)
                     sender.handle(record, result)
                     done[tp] = record.offset + 1
+            if ends is not None:
+                _past_end(consumer, ends, done)
             _commit(consumer, done, committed)
+            if polled and progress is not None:
+                progress(result)
+            if ends is not None and all(done.get(tp, -1) >= end for tp, end in ends.items()):
+                break
     finally:
         try:
             _commit(consumer, done, committed)  # what was handled before an interrupt or an error
@@ -180,6 +222,25 @@ def _run(
     return result
 
 
+def _past_end(consumer: KafkaConsumer, ends: Mapping[TopicPartition, int], done: dict[TopicPartition, int]) -> None:
+    """A partition whose position reached its end is done, though its last offsets were no letter (a
+    transaction marker, a compacted record): every letter below the end was returned and handled by then."""
+    for tp in consumer.assignment():
+        end = ends.get(tp)
+        if end is not None and done.get(tp, -1) < end and consumer.position(tp) >= end:
+            done[tp] = end
+
+
+def _starts(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Where this group would start reading each partition: its committed offset, else the earliest."""
+    earliest = consumer.beginning_offsets(tps)  # ListOffsets(EARLIEST) is right on every broker
+    starts = {}
+    for tp in tps:
+        at = consumer.committed(tp)
+        starts[tp] = earliest[tp] if at is None else max(at, earliest[tp])
+    return starts
+
+
 def _commit(consumer: KafkaConsumer, done: Mapping[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
     fresh = {tp: offset for tp, offset in done.items() if committed.get(tp) != offset}
     if fresh:
@@ -187,12 +248,38 @@ def _commit(consumer: KafkaConsumer, done: Mapping[TopicPartition, int], committ
         committed.update(fresh)
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """How often a letter may be sent back: a message that fails every time it is replayed would otherwise
+    travel between replay and a running listener for ever."""
+
+    max_replays: int
+    force: bool
+
+    def check(self, headers: Iterable[tuple[str, bytes | None]]) -> tuple[int, str, str]:
+        """(replays so far, "", "") if the letter may go, else (count, category, why)."""
+        raw = dict(headers).get(REPLAYS)
+        try:
+            count = int(raw.decode("ascii")) if raw else 0
+            if count < 0:
+                raise ValueError(count)
+        except (UnicodeDecodeError, ValueError):
+            if self.force:
+                return 0, "", ""
+            shown = (raw or b"")[:30]
+            return 0, BAD_COUNT, f"its {REPLAYS} header {shown!r} is not a count; --force replays it anyway"
+        if count >= self.max_replays and not self.force:
+            return count, TOO_OFTEN, (f"it was replayed {count} time(s) already and failed again each time "
+                                      f"(--max-replays {self.max_replays}); fix the cause, then replay it with --force")
+        return count, "", ""
+
+
 class _Sender:
     """Decides where one letter may go, and sends it there or skips it."""
 
     def __init__(
         self, producer: KafkaProducer, consumer: KafkaConsumer, existing: set[str], targets: Targets, dlq_topic: str,
-        timeout: float,
+        timeout: float, policy: _Policy,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -200,10 +287,15 @@ class _Sender:
         self.targets = targets
         self.dlq_topic = dlq_topic
         self.timeout = timeout
+        self.policy = policy
 
     def handle(self, record: Any, result: ReplayResult) -> None:
         headers: list[tuple[str, bytes | None]] = list(record.headers or [])
         where = f"{record.topic}-{record.partition}@{record.offset}"
+        replays, category, why = self.policy.check(headers)
+        if category:
+            self._skip(where, category, why, result)
+            return
         target = self.targets.to
         if target is None:
             origin, category, why = self._origin(headers)
@@ -219,6 +311,7 @@ class _Sender:
                     "and run replay again, which resumes at this letter"
                 )
         kept = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+        kept.append((REPLAYS, str(replays + 1).encode()))
         try:
             self.producer.send(target, value=record.value, key=record.key, headers=kept).get(timeout=self.timeout)
         except UNREPLAYABLE as exc:

@@ -38,6 +38,8 @@ def routed_topics(groups: Iterable[ConsumerGroup]) -> list[str]:
         for route in group.topics.values():
             names[route.name] = None
             dlqs[route.dead_letter_topic] = None
+        for route in group.patterns.values():  # the topics a pattern matches come and go; its dead letters stay
+            dlqs[route.dead_letter_topic] = None
     return list(names) + [d for d in dlqs if d not in names]
 
 
@@ -51,14 +53,23 @@ def kafka_names(settings: Settings, names: Iterable[str]) -> list[str]:
     return [settings.topic_mapper.outgoing(n) for n in names]
 
 
-def create_topics(settings: Settings, names: list[str], partitions: int, replication_factor: int) -> TopicsResult:
-    """Create the missing topics (logical names, mapped here); existing ones are never altered or deleted."""
+def create_topics(settings: Settings, names: list[str], partitions: int, replication_factor: int,
+                  bootstrap: str | None = None) -> TopicsResult:
+    """Create the missing topics (logical names, mapped here); existing ones are never altered or deleted.
+
+    bootstrap: a plaintext broker to use instead of the app's (kbridge dev's local one).
+    """
     names = kafka_names(settings, names)
+    config = admin_config(settings) if bootstrap is None else {"client_id": settings.client_id,
+                                                                "bootstrap_servers": bootstrap}
     try:
-        # A one-off command: fail within seconds rather than kafka-python's 30 s, unless the app says otherwise.
-        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **admin_config(settings)})
+        # A one-off command: fail within 5 s rather than kafka-python's 30 s, unless the app says otherwise.
+        admin = KafkaAdminClient(**{"bootstrap_timeout_ms": 5_000, **config})
     except KafkaError as exc:
-        raise KBridgeError(f"cannot reach Kafka at {settings.kafka.get('bootstrap_servers')!r}: {exc}") from exc
+        raise KBridgeError(
+            f"cannot reach Kafka at {config.get('bootstrap_servers')!r}: {exc}; is it running? "
+            "For local development `kbridge dev` starts one (pip install 'kbridge[embedded]')"
+        ) from exc
     result = TopicsResult()
     try:
         existing = set(admin.list_topics())

@@ -8,9 +8,12 @@ only retries the dead letter.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from kafka import TopicPartition
 
 from ..errors import EnqueueError, KBridgeError
 from ..params import Params, ParamsBatch
@@ -20,6 +23,9 @@ from ..routing.route import Route
 if TYPE_CHECKING:
     from ..app import KBridge
     from ..runtime import Runtime
+
+
+log = logging.getLogger("kbridge.listener")
 
 
 class DeadLetterNotTaken(KBridgeError):
@@ -74,6 +80,13 @@ class InlineBackend:
         except DeadLetterNotTaken as exc:
             self._pending[key] = (offsets, exc.pending)
             raise
+
+    def tick(self, route: Route, tp: TopicPartition) -> None:
+        """tick_interval: consumer.tick() here, through the runner's stages (after_failure, time limit, events)."""
+        error = self.runner.tick(Job(route, ParamsBatch([]), tick=tp))
+        if error is not None:
+            log.warning("tick() of %s %s-%d failed: %s: %s", route.shadow, tp.topic, tp.partition,
+                        type(error).__name__, error)
 
     def housekeeping(self) -> None:
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from .monitor import Monitor
@@ -31,6 +32,38 @@ LINES: dict[str, tuple[int, str]] = {
     ),
 }
 
+STATE_LINES: dict[str, tuple[int, str]] = {
+    "kafka.waiting": (
+        logging.WARNING,
+        "consumer group {group_id}: no Kafka broker reachable at {servers}; waiting for Kafka, retrying with backoff "
+        "({error})",
+    ),
+    "kafka.connected": (logging.INFO, "consumer group {group_id}: connected to Kafka at {servers}"),
+    "assignment.waiting": (
+        logging.INFO, "consumer group {group_id} listening to {topics}: waiting for partition assignment"
+    ),
+    "rebalance.assigned": (logging.INFO, "group {group_id}: partitions assigned: {partitions}"),
+    "rebalance.revoked": (logging.INFO, "group {group_id}: partitions revoked: {partitions}"),
+    "kafka.lost": (
+        logging.WARNING, "consumer group {group_id} lost Kafka: {error}; polling on, nothing is committed meanwhile"
+    ),
+    "kafka.restored": (logging.WARNING, "consumer group {group_id} reaches Kafka again"),
+}
+
+# Loggers of the Kafka client; at any level above DEBUG only their critical records show.
+KAFKA_CLIENT_LOGGERS = ("kafka",)
+
+
+def quiet_kafka_client(level: int) -> None:
+    """kafka-python logs every refused connection, often with a traceback, many times a second while Kafka
+    is down; kbridge reports the same as one state line. At DEBUG everything shows, for digging."""
+    for name in KAFKA_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def _partitions(pairs: Any) -> str:
+    return ", ".join(f"{topic}-{partition}" for topic, partition in pairs) or "none"
+
 
 class LoggingListener:
     """LoggingListener().attach(app.monitor); events below the logger's level cost a dict lookup.
@@ -39,20 +72,31 @@ class LoggingListener:
     false for the rest, so the listener's hot path does not build payloads for nothing.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(self, logger: logging.Logger | None = None,
+                 lines: Mapping[str, tuple[int, str]] = LINES) -> None:
         self.logger = logger or logging.getLogger("kbridge.events")
+        self.lines = lines
+
+    @classmethod
+    def states(cls) -> LoggingListener:
+        """The listener's state lines (STATE_LINES), on logger kbridge.listener."""
+        return cls(logging.getLogger("kbridge.listener"), STATE_LINES)
 
     def attach(self, monitor: Monitor) -> LoggingListener:
-        for event, (level, _) in LINES.items():
+        for event, (level, _) in self.lines.items():
             if self.logger.isEnabledFor(level):
                 monitor.subscribe(event, self)
         return self
 
     def __call__(self, event: str, payload: dict[str, Any]) -> None:
-        level, line = LINES[event]
+        level, line = self.lines[event]
         if not self.logger.isEnabledFor(level):
             return
         values = {**payload, "pid": os.getpid()}
         if "seconds" in payload:
             values["ms"] = payload["seconds"] * 1000.0
+        if "partitions" in payload:
+            values["partitions"] = _partitions(payload["partitions"])
+        if isinstance(payload.get("topics"), (list, tuple)):
+            values["topics"] = ", ".join(payload["topics"])
         self.logger.log(level, line.format(**values))

@@ -43,8 +43,16 @@ EVENTS: dict[str, str] = {
     "rebalance.revoked": "group_id, partitions",
     "kafka.lost": "group_id, error (the running listener lost its Kafka brokers)",
     "kafka.restored": "group_id (the listener reaches Kafka again)",
+    # Listener states (logged by kbridge.instrumentation.logging's STATE_LINES)
+    "kafka.waiting": "group_id, servers, error (no broker reachable yet; the listener retries with backoff)",
+    "kafka.connected": "group_id, servers (the listener's consumer reached Kafka)",
+    "assignment.waiting": "group_id, topics (subscribed; waiting for the group to assign partitions)",
     "partition.held": "group_id, topic, partition, offset, reason",
     "record.undecodable": "group_id, topic, partition, offset, error, action ('held' or 'dead_lettered')",
+    # flow control and the dead-letter breaker (docs/flow-control.md)
+    "expired": "group_id, topic, partition, messages (count), first_offset, last_offset",
+    "breaker.tripped": "group_id, route, topic, partition, messages (recent), dead_lettered, ratio, cooldown",
+    "breaker.closed": "group_id, route, topic, partition",
     "swarm.supervisor.started": "pid, nodes (count)",
     "swarm.supervisor.stopping": "signal",
     "swarm.supervisor.stopped": "code, node_codes ({node: exit code})",

@@ -54,6 +54,8 @@ COUNTERS: dict[str, str] = {
     "failed": "Messages whose perform() attempt raised, timeouts included; every attempt counts.",
     "retried": "Messages whose task was scheduled again after a failed attempt.",
     "dead_lettered": "Messages dead-lettered, with Kafka's acknowledgement.",
+    "expired": "Messages older than the topic's expire_after when fetched: committed, never handed over.",
+    "breaker_tripped": "Times the dead-letter breaker held a route (label topic: the partition it tripped on).",
 }
 
 
@@ -103,6 +105,8 @@ class PrometheusListener:
             "retry": self._on_retry,
             "dead_letter": self._on_dead_letter,
             "rebalance.revoked": self._on_revoked,
+            "expired": self._on_expired,
+            "breaker.tripped": self._on_breaker_tripped,
         }
 
     def attach(self, monitor: Monitor) -> PrometheusListener:
@@ -145,6 +149,12 @@ class PrometheusListener:
 
     def _on_dead_letter(self, p: dict[str, Any]) -> None:
         self._count("dead_lettered", p)
+
+    def _on_expired(self, p: dict[str, Any]) -> None:
+        self._count("expired", p, p["messages"])
+
+    def _on_breaker_tripped(self, p: dict[str, Any]) -> None:
+        self._count("breaker_tripped", p)
 
     def _on_revoked(self, p: dict[str, Any]) -> None:
         """A partition now read by another listener must not keep reporting this one's stale lag."""

@@ -53,6 +53,7 @@ def instrument_listener(
     A host of None is the app's metrics_host / health_host setting (127.0.0.1 unless set).
     """
     found = ListenerInstrumentation()
+    LoggingListener.states().attach(app.monitor)  # always: the states are what an operator reads first
     if log_batches:
         LoggingListener().attach(app.monitor)
     if proctitle:

@@ -38,7 +38,10 @@ def broker_connected(consumer: Any) -> bool | None:
 
 
 class KafkaWatch:
-    """Turns connection checks into two state changes, each logged once and emitted: lost and restored."""
+    """Turns connection checks into two state changes, each emitted once: lost and restored.
+
+    The logging listener's state lines (kbridge.instrumentation.logging) write them.
+    """
 
     def __init__(self, group_id: str, emit: Callable[[str, dict[str, Any]], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,7 +64,6 @@ class KafkaWatch:
             self._down_since = None
             if self.lost:
                 self.lost = False
-                log.warning("consumer group %s reaches Kafka again", self.group_id)
                 self.emit("kafka.restored", {"group_id": self.group_id})
             return
         if self._down_since is None:
@@ -69,6 +71,4 @@ class KafkaWatch:
         if not self.lost and now - self._down_since >= LOST_AFTER:
             self.lost = True
             error = f"no connection to any Kafka broker for {now - self._down_since:.0f}s"
-            log.warning("consumer group %s lost Kafka: %s; polling on, nothing is committed meanwhile",
-                        self.group_id, error)
             self.emit("kafka.lost", {"group_id": self.group_id, "error": error})

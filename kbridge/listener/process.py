@@ -54,13 +54,17 @@ class ListenerProcess:
         for t in threads:
             t.start()
         last_summary = time.monotonic()
+        summaries = {p.group.id: p.summary() for p in self.processors}
         while not self.stop.wait(0.2):
             if not all(t.is_alive() for t in threads):
                 self.stop.set()
             elif time.monotonic() - last_summary >= SUMMARY_INTERVAL:
                 last_summary = time.monotonic()
                 for p in self.processors:
-                    log.info("group %s: %s", p.group.id, p.summary())
+                    summary = p.summary()
+                    if summary != summaries[p.group.id]:  # an idle or waiting listener stays quiet
+                        summaries[p.group.id] = summary
+                        log.info("group %s: %s", p.group.id, summary)
         self.runtime.monitor.instrument("app.stopping", process="listener", client_id=self.runtime.client_id)
         deadline = time.monotonic() + self.runtime.settings.shutdown_timeout
         for t in threads:

@@ -26,7 +26,7 @@ from .. import callbacks
 from ..errors import ConfigError
 from ..params import Params
 from ..routing import ConsumerGroup, Route
-from ..routing.mapper import kafka_names
+from ..routing.patterns import subscription
 from . import undecodable
 from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
@@ -50,6 +50,7 @@ class Stats:
     filtered: int = 0
     enqueued: int = 0
     dead_lettered: int = 0
+    expired: int = 0  # expire_after: committed, never handed over
     committed_offsets: dict[str, int] = field(default_factory=dict)
     # time.monotonic() when the poll loop last completed a turn; 0.0 until it first does.
     # A swarm supervisor replaces a node whose loop stopped turning (kbridge.swarm.health).
@@ -63,6 +64,7 @@ class _Held:
     attempts: int
     retry_at: float
     reason: str
+    planned: bool = False  # a flow-control wait (Hold.until), not a failure
 
     @property
     def messages(self) -> list[Params]:
@@ -88,27 +90,29 @@ class GroupProcessor:
         self._next_housekeeping = 0.0
         # Group-wide consumer callbacks run once per consumer class (kbridge.callbacks).
         self._per_class = {
-            kind: callbacks.per_consumer_class(group.topics.values(), kind)
+            kind: callbacks.per_consumer_class(group.routes(), kind)
             for kind in (callbacks.BEFORE_POLL, callbacks.AFTER_POLL, callbacks.BEFORE_STOP)
         }
         self.monitor = runtime.monitor  # events: kbridge.instrumentation.EVENTS; payloads built only if listened to
         context = StepContext(group.id, runtime, self.stats, self.offsets, highwater=self._highwater)
-        self.chain = build_chain(context, self._route_of)
+        self.chain = build_chain(context, self._route_of, routes=group.routes())
         self._kafka = KafkaWatch(group.id, lambda event, payload: self.monitor.instrument(event, **payload))
 
     # -- lifecycle -------------------------------------------------------
 
     def run(self) -> None:
         # Kafka names of the routed topics (the topic mapper); a broken mapper fails here, before connecting.
-        subscription = kafka_names(self.runtime.settings.topic_mapper, self.group.topics)
+        topics, pattern = subscription(self.runtime.settings.topic_mapper, self.group.topics,
+                                       self.group.patterns.values())
         self.consumer = self._connect_with_backoff()
         if self.consumer is None:
             return  # stopped while Kafka was unreachable
         try:
             if isinstance(self.consumer, KafkaConsumer):  # a stand-in (tests) has no fetcher to guard
                 self._decoder = DecodeGuard(self.consumer)
-            self.consumer.subscribe(topics=list(subscription), listener=_Rebalance(self))
-            log.info("consumer group %s listening to %s", self.group.id, ", ".join(self.group.topics))
+            self.consumer.subscribe(topics=topics, pattern=pattern, listener=_Rebalance(self))
+            self.monitor.instrument("assignment.waiting", group_id=self.group.id,
+                                    topics=[pattern] if pattern else topics)
             while not self.stop.is_set():
                 self.tick()
         finally:
@@ -139,6 +143,8 @@ class GroupProcessor:
         if time.monotonic() >= self._next_housekeeping:
             self._housekeeping()
         self._kafka.check(self.consumer)
+        for ticks in self.chain.ticks:  # tick_interval routes only
+            ticks.idle(self.consumer.assignment(), self._route_of)
         self.stats.last_tick = time.monotonic()
 
     def _poll(self, timeout_ms: int, max_records: int) -> tuple[Polled, list[DecodeFailure]]:
@@ -150,7 +156,7 @@ class GroupProcessor:
 
     def _route_of(self, kafka_topic: str) -> Route:
         """A fetched partition's route: the topic mapper turns the Kafka name back into the route's name."""
-        return self.group.topics[self.runtime.settings.topic_mapper.incoming(kafka_topic)]
+        return self.group.route_for(self.runtime.settings.topic_mapper.incoming(kafka_topic))
 
     def _highwater(self, tp: TopicPartition) -> int | None:
         """From the last fetch response (correct even on Tansu, whose ListOffsets is not)."""
@@ -159,12 +165,12 @@ class GroupProcessor:
     def _take(self, fetched: Fetched) -> None:
         hold = self.chain.take(fetched)
         if hold is not None:
-            self._hold(fetched.tp, hold.pending, hold.reason, attempts=1)
+            self._hold(fetched.tp, hold.pending, hold.reason, attempts=1, until=hold.until)
 
     def _housekeeping(self) -> None:
         """Backend chores off the hot path, e.g. re-queueing tasks a Redis broker lost."""
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
-        for name in {t.backend for t in self.group.topics.values()}:
+        for name in {t.backend for t in self.group.routes()}:
             try:
                 self.runtime.backend(name).housekeeping()
             except Exception as exc:  # the broker may be down; enqueueing reports that already
@@ -174,28 +180,26 @@ class GroupProcessor:
     def _connect_with_backoff(self) -> KafkaConsumer | None:
         """Kafka down at start is a state to wait out with backoff, not a crash loop."""
         attempts = 0
+        servers = self.runtime.settings.kafka.get("bootstrap_servers")
         while not self.stop.is_set():
             try:
                 consumer = self._connect()
             except (KafkaTimeoutError, KafkaConnectionError) as exc:
                 attempts += 1
                 delay = self._backoff(attempts)
+                error = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
                 self.monitor.instrument("connect.failed", group_id=self.group.id, attempts=attempts, delay=delay,
-                                        error=f"{type(exc).__name__}: {exc}")
-                if attempts == 1 or attempts % 10 == 0:
-                    log.warning(
-                        "consumer group %s: no Kafka broker reachable at %s (attempt %d); retrying in %.1fs",
-                        self.group.id, self.runtime.settings.kafka.get("bootstrap_servers"), attempts, delay,
-                    )
+                                        error=error)
+                if attempts == 1:  # one state line; connect.failed counts the attempts
+                    self.monitor.instrument("kafka.waiting", group_id=self.group.id, servers=servers, error=error)
                 self.stop.wait(delay)
                 continue
-            if attempts:
-                log.warning("consumer group %s: Kafka reachable again after %d attempt(s)", self.group.id, attempts)
+            self.monitor.instrument("kafka.connected", group_id=self.group.id, servers=servers)
             return consumer
         return None
 
     def _connect(self) -> KafkaConsumer:
-        starts = {t.start_from_beginning for t in self.group.topics.values()}
+        starts = {t.start_from_beginning for t in self.group.routes()}
         if not starts:
             raise ConfigError([f"consumer group {self.group.name!r} routes no topic; add group.topic(...)"])
         if len(starts) > 1:
@@ -225,19 +229,20 @@ class GroupProcessor:
     # -- holding and retrying -------------------------------------------
 
     def _hold(self, tp: TopicPartition, pending: list[Pending], reason: str, attempts: int,
-              offset: int | None = None) -> None:
+              offset: int | None = None, until: float | None = None) -> None:
         """Pause tp and keep what its steps left to do until a retry resubmits it.
 
         With nothing pending (a batch that could not be decoded), a retry fetches from offset again.
+        A hold with until (flow control) is a planned wait: resumed then, quietly and without backoff.
         """
         assert self.consumer is not None
         previous = self._held.get(tp) or self._refetching.pop(tp, None)
-        delay = self._backoff(attempts)
+        delay = self._backoff(attempts) if until is None else max(0.0, until - time.monotonic())
         at = pending[0].batch.start_offset if pending else offset
         assert at is not None
-        self._held[tp] = _Held(at, pending, attempts, time.monotonic() + delay, reason)
+        self._held[tp] = _Held(at, pending, attempts, time.monotonic() + delay, reason, planned=until is not None)
         self.consumer.pause(tp)
-        if previous is None or previous.reason != reason:  # one line per state change
+        if until is None and (previous is None or previous.reason != reason):  # one line per state change
             log.warning(
                 "paused %s-%d at offset %d: %s; retrying with backoff (next in %.1fs)",
                 tp.topic, tp.partition, at, reason, delay,
@@ -259,9 +264,11 @@ class GroupProcessor:
             if hold is None:
                 del self._held[tp]
                 self.consumer.resume(tp)
-                log.warning("resumed %s-%d after %d attempt(s)", tp.topic, tp.partition, held.attempts + 1)
+                if not held.planned:
+                    log.warning("resumed %s-%d after %d attempt(s)", tp.topic, tp.partition, held.attempts + 1)
             else:
-                self._hold(tp, hold.pending, hold.reason, attempts=held.attempts + 1)
+                attempts = 1 if hold.until is not None or held.planned else held.attempts + 1
+                self._hold(tp, hold.pending, hold.reason, attempts=attempts, until=hold.until)
 
     # -- records the Kafka client cannot decode (rule 7) ---------------
 
@@ -336,7 +343,7 @@ class GroupProcessor:
         s = self.stats
         return (
             f"fetched={s.fetched} enqueued={s.enqueued} filtered={s.filtered} "
-            f"dead_lettered={s.dead_lettered} held={len(self._held) + len(self._refetching)}"
+            f"dead_lettered={s.dead_lettered} expired={s.expired} held={len(self._held) + len(self._refetching)}"
         )
 
 
@@ -346,13 +353,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         if revoked:
-            log.info("group %s: partitions revoked: %s", self.processor.group.id, _names(revoked))
             self.processor.on_revoked(revoked)
             self.processor.monitor.instrument("rebalance.revoked", group_id=self.processor.group.id,
                                               partitions=_pairs(revoked))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("group %s: partitions assigned: %s", self.processor.group.id, _names(assigned) or "none")
         # Emitted even when empty: the member joined the group (a listener past the partition count gets none).
         self.processor.monitor.instrument("rebalance.assigned", group_id=self.processor.group.id,
                                           partitions=_pairs(assigned))
@@ -360,8 +365,3 @@ class _Rebalance(ConsumerRebalanceListener):
 
 def _pairs(tps: Sequence[TopicPartition]) -> list[tuple[str, int]]:
     return [(tp.topic, tp.partition) for tp in sorted(tps)]
-
-
-def _names(tps: Sequence[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
-

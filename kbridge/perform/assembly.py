@@ -15,6 +15,7 @@ from .retry import RetryStage
 from .runner import PerformRunner
 from .stage import Stage
 from .time_limit import TimeLimitStage
+from .tracing import tracing_stages
 
 
 def build_runner(
@@ -29,7 +30,7 @@ def build_runner(
     """producer: what respond_with() and produce() use inside perform().
     enforce_timeout: False where Celery enforces the topic's time limits itself. extra: stages placed
     after the time limit and before the retry policy (they see each attempt's outcome first)."""
-    stages: list[Stage] = []
+    stages: list[Stage] = tracing_stages()
     if monitor is not None:
         stages.append(InstrumentationStage(monitor))
     if producer is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from kafka import TopicPartition
+
 from ..dlq import Failure
 from ..params import ParamsBatch
 
@@ -24,17 +26,23 @@ class Job:
     batch: ParamsBatch
     attempt: int = 1  # 1-based: the perform() run this is
     consumer: BaseConsumer | None = field(default=None, compare=False)  # the instance of this attempt
+    tick: TopicPartition | None = None  # a tick() job (tick_interval) of this partition; its batch is empty
 
     def next_attempt(self) -> Job:
         return replace(self, attempt=self.attempt + 1, consumer=None)
 
     def where(self) -> dict[str, Any]:
         """route, group_id, topic, partition, offset (of the first message) and messages: every event's payload."""
+        if self.tick is not None:
+            return {"route": self.route.route_id, "group_id": self.route.group_id, "topic": self.tick.topic,
+                    "partition": self.tick.partition, "offset": -1, "messages": 0}
         first = self.batch[0]
         return {"route": self.route.route_id, "group_id": self.route.group_id, "topic": first.topic,
                 "partition": first.partition, "offset": first.offset, "messages": len(self.batch)}
 
     def __str__(self) -> str:
+        if self.tick is not None:
+            return f"{self.route.shadow} tick of {self.tick.topic}-{self.tick.partition}"
         first = self.batch[0]
         return f"{self.route.shadow} {first.topic}-{first.partition}@{first.offset}"
 

@@ -7,8 +7,8 @@ countdown, a sleep on the listener's thread, or nothing at all in a unit test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Protocol
 
 from ..dlq import Failure
@@ -34,11 +34,7 @@ class PerformRunner:
         """One perform() inside every stage's around(), outermost first; on failure, the first deciding stage."""
         job.consumer = job.route.consumer(job.route, job.batch)
         try:
-            with ExitStack() as stack:
-                for stage in self.stages:
-                    wrapper = stage.around(job)
-                    if wrapper is not None:
-                        stack.enter_context(wrapper)
+            with self._around(job):
                 job.consumer.perform()
         except Exception as exc:
             for stage in self.stages:
@@ -47,6 +43,30 @@ class PerformRunner:
                     return outcome
             raise
         return Performed(job.attempt)
+
+    def tick(self, job: Job) -> Exception | None:
+        """One tick() inside every stage's around() (after_failure, time limit, instrumentation), or what it raised.
+
+        A tick has no message to retry or dead-letter: the next one comes tick_interval later.
+        """
+        assert job.tick is not None
+        job.consumer = job.route.consumer(job.route, job.batch, job.tick)
+        try:
+            with self._around(job):
+                job.consumer.tick()
+        except Exception as exc:
+            return exc
+        return None
+
+    @contextmanager
+    def _around(self, job: Job) -> Iterator[None]:
+        """Every stage's around(), outermost first."""
+        with ExitStack() as stack:
+            for stage in self.stages:
+                wrapper = stage.around(job)
+                if wrapper is not None:
+                    stack.enter_context(wrapper)
+            yield
 
     def run(self, job: Job, scheduler: Scheduler) -> Outcome:
         """Attempts until perform() succeeds or its messages are dead-lettered."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .patterns import compile_pattern, pattern_problems
 from .route import Route, build_route
 
 if TYPE_CHECKING:
@@ -25,6 +28,8 @@ class ConsumerGroup:
         self.name = name
         self.id = f"{client_id}_{name}"
         self.topics: dict[str, Route] = {}
+        self.patterns: dict[str, Route] = {}  # group.pattern() routes, by name
+        self._matched: dict[str, Route] = {}  # topic name -> its pattern route, once looked up
         self._default_backend = default_backend
         self._has_celery = has_celery
         self._on_route = on_route
@@ -33,11 +38,32 @@ class ConsumerGroup:
         """Route name to consumer; every problem of the call (a second route of name included) is raised at once."""
         return self.add(name, consumer, options)
 
+    def pattern(self, name: str, regex: str | re.Pattern[str], consumer: type[BaseConsumer] | None = None,
+                **options: Any) -> Route:
+        """Route every topic whose whole name matches regex to consumer; the route id is <group_id>/<name>."""
+        where = f"pattern route {name!r} in consumer group {self.name!r}"
+        compiled, problems = compile_pattern(where, regex)
+        return self.add(name, consumer, options, problems, pattern=compiled)
+
+    def routes(self) -> list[Route]:
+        """Every route of the group: its topics, then its patterns."""
+        return [*self.topics.values(), *self.patterns.values()]
+
+    def route_for(self, topic: str) -> Route:
+        """The route of a topic (a route name, after the topic mapper): its own, else the first matching pattern."""
+        route = self.topics.get(topic) or self._matched.get(topic)
+        if route is None:
+            route = next((r for r in self.patterns.values() if r.matches(topic)), None)
+            if route is None:
+                raise KeyError(topic)
+            self._matched[topic] = route
+        return route
+
     def add(self, name: str, consumer: type[BaseConsumer] | None, options: dict[str, Any],
-            problems: list[str] | None = None) -> Route:
+            problems: list[str] | None = None, pattern: re.Pattern[str] | None = None) -> Route:
         """topic() with options as a dict; problems: the caller's own findings, raised with these in one ConfigError."""
         found = list(problems or [])
-        if name in self.topics:
+        if name in self.topics or name in self.patterns:
             found.append(f"topic {name!r} is routed twice in consumer group {self.name!r}; route it once")
         try:
             route = build_route(
@@ -48,11 +74,14 @@ class ConsumerGroup:
                 has_celery=self._has_celery,
                 options={**options, "consumer": consumer},
             )
+            if pattern is not None:
+                route = replace(route, pattern=pattern)
+                found.extend(pattern_problems(f"pattern route {name!r} in consumer group {self.name!r}", route))
         except ConfigError as exc:
             found.extend(exc.problems)
         if found:
             raise ConfigError(found)
-        self.topics[name] = route
+        (self.topics if pattern is None else self.patterns)[name] = route
         if self._on_route is not None:
             self._on_route(route)
         return route
@@ -61,8 +90,8 @@ class ConsumerGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None and not self.topics:
+        if exc[0] is None and not self.topics and not self.patterns:
             raise ConfigError([f"consumer group {self.name!r} routes no topic; add group.topic(...) inside it"])
 
     def __repr__(self) -> str:
-        return f"<ConsumerGroup {self.id} topics={list(self.topics)}>"
+        return f"<ConsumerGroup {self.id} topics={list(self.topics)} patterns={list(self.patterns)}>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ..backends import registry
 from ..errors import ConfigError
 from ..params import Deserializer, Params, json_deserializer
+from ..payloads import payload_model_problems, typed_deserializer
+from .flow import breaker_problems, flow_options, flow_problems
 from .names import name_problem
 from .pack import pack_problems
 
@@ -30,6 +33,16 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_topic": None,  # "<topic>.dlq"
     "start_from_beginning": True,
     "responder": None,  # a kbridge.Responder subclass: what self.respond_with(...) sends through
+    # Typed payloads (kbridge.payloads): a pydantic model, msgspec Struct or dataclass the payload validates into.
+    "payload_model": None,
+    # flow control and the dead-letter breaker (docs/flow-control.md; kbridge.routing.flow)
+    "expire_after": None,  # seconds: older messages (by Kafka timestamp, when fetched) are committed, not handed over
+    "delay_by": None,  # seconds: hand a message over no earlier than its timestamp plus this
+    "throttle": None,  # (limit, seconds): at most limit messages of a partition handed over per seconds
+    "tick_interval": None,  # seconds: consumer.tick() for an assigned partition that got no message for this long
+    "dead_letter_max_ratio": 0.5,  # hold the route when more than this share of recent messages is dead-lettered
+    "dead_letter_min_messages": 100,  # ... out of at least this many recent messages
+    "dead_letter_cooldown": 60.0,  # seconds the route stays held once the breaker trips
     # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
     "pack": None,
 }
@@ -54,6 +67,21 @@ class Route:
     dead_letter_topic: str = ""
     start_from_beginning: bool = True
     responder: type[Responder] | None = None
+    # Typed payloads (kbridge.payloads): the model; deserializer then validates into it.
+    payload_model: type | None = None
+    # flow control and the dead-letter breaker (docs/flow-control.md)
+    expire_after: float | None = None
+    delay_by: float | None = None
+    throttle: tuple[int, float] | None = None
+    tick_interval: float | None = None
+    dead_letter_max_ratio: float | None = 0.5
+    dead_letter_min_messages: int = 100
+    dead_letter_cooldown: float = 60.0
+    pattern: re.Pattern[str] | None = None  # group.pattern(): routes every topic whose name matches
+
+    def matches(self, topic: str) -> bool:
+        """Whether this route consumes topic (a route name, after the topic mapper)."""
+        return topic == self.name if self.pattern is None else self.pattern.fullmatch(topic) is not None
     # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
     pack: int | None = None
 
@@ -135,6 +163,8 @@ def build_route(
     if opts["dead_letter_topic"] is not None and (p := name_problem("dead_letter_topic", dlq)) is not None:
         problems.append(f"{where}: {p}")
     problems.extend(_responder_problems(where, opts["responder"]))
+    problems.extend(payload_model_problems(where, opts))
+    problems.extend(flow_problems(where, opts) + breaker_problems(where, opts))
     problems.extend(pack_problems(where, opts, backend, plugin is not None and plugin.performs_in_listener))
     if problems:
         raise ConfigError(problems)
@@ -145,7 +175,7 @@ def build_route(
         group_id=group_id,
         consumer=consumer,  # type: ignore[arg-type]
         backend=backend,
-        deserializer=opts["deserializer"],
+        deserializer=typed_deserializer(opts["deserializer"], opts["payload_model"]),
         batch_consuming=opts["batch_consuming"],
         max_batch_size=opts["max_batch_size"],
         automatically_mark_as_consumed=opts["automatically_mark_as_consumed"],
@@ -157,6 +187,8 @@ def build_route(
         dead_letter_topic=dlq,
         start_from_beginning=opts["start_from_beginning"],
         responder=opts["responder"],
+        payload_model=opts["payload_model"],
+        **flow_options(opts),
         pack=opts["pack"],
     )
 

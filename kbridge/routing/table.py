@@ -72,7 +72,8 @@ class RouteTable:
         known = ", ".join(self.groups) or "none"
         problems = [f"unknown consumer group {n!r}; this app has: {known}" for n in names or [] if n not in self.groups]
         chosen = [self.groups[n] for n in names if n in self.groups] if names else list(self.groups.values())
-        problems += [f"consumer group {g.name!r} routes no topic; add group.topic(...)" for g in chosen if not g.topics]
+        problems += [f"consumer group {g.name!r} routes no topic; add group.topic(...)"
+                     for g in chosen if not g.routes()]
         if problems:
             raise ConfigError(problems)
         return chosen

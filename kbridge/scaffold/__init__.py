@@ -46,12 +46,14 @@ class Scaffold:
 
     def next_steps(self, cwd: Path) -> list[Step]:
         """What to run, from where, to see one message go from Kafka to perform()."""
-        steps = []
+        steps = [Step("No Kafka or Redis at hand? In a shell of its own, start local ones (needs "
+                      "pip install 'kbridge[embedded]'; Ctrl-C stops them):", "kbridge dev")]
         if self.directory.resolve() != cwd.resolve():
             steps.append(Step("Work from the project directory; the commands below import the package from it:",
                               f"cd {shlex.quote(_relative(self.directory, cwd))}"))
         steps += [
-            Step("Point the app at Kafka and at the Celery broker (these are the defaults):",
+            Step("Point the app at Kafka and at the Celery broker (these are the defaults, and what kbridge dev "
+                 "prints):",
                  "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 CELERY_BROKER_URL=redis://127.0.0.1:6379/0"),
             Step(f"Create {self.topic!r} and its dead-letter topic:",
                  f"kbridge topics create --app {self.app_spec} --partitions 3"),

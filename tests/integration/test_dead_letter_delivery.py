@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -19,10 +21,10 @@ from kbridge.dlq import ATTEMPTS, ERROR_CLASS, ORIGIN_OFFSET, ORIGIN_PARTITION, 
 from kbridge.interchange import to_wire
 from kbridge.params import Params
 from kbridge.testing import processes
-from kbridge.testing.kafka import create_topics, produce, read_topic
+from kbridge.testing.kafka import create_topics, produce, read_topic, wait_until
 from kbridge.testing.services import KAFKA_ENV, KafkaService, RedisService, kafka_service
 
-from .conftest import PipelineRun
+from .conftest import CELERY_APP, PipelineRun
 from .test_worker_faults import run_listener
 
 pytestmark = pytest.mark.integration
@@ -165,3 +167,69 @@ def test_forged_tasks_never_run_and_land_whole_in_the_unroutable_topic(
     finally:
         admin.close()
     counts("forged-tasks", 0, 0, len(letters), 0)
+
+
+class CeleryEvents(threading.Thread):
+    """A real event receiver on the worker's broker, as `celery events` and Flower run one."""
+
+    def __init__(self, broker_url: str) -> None:
+        super().__init__(daemon=True)
+        self.app = Celery("observer", broker=broker_url)
+        self.events: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.receiver: Any = None
+
+    def run(self) -> None:
+        with self.app.connection_for_read() as conn:
+            self.receiver = self.app.events.Receiver(conn, handlers={"*": self.events.append})
+            self.ready.set()
+            self.receiver.capture(limit=None, timeout=None, wakeup=True)
+
+    def of(self, uuid: str) -> list[str]:
+        return [e["type"] for e in list(self.events) if e.get("uuid") == uuid]
+
+    def failed(self, text: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e["type"] == "task-failed" and text in e.get("exception", "")]
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+        self.join(10)
+
+
+def test_celery_reports_a_dead_lettered_and_a_refused_task_as_failed_after_its_retries(
+    pipeline: PipelineRun
+) -> None:
+    """What Flower shows: task-retried for each retry, then task-failed with MessageDeadLettered; a refused
+    task fails with TaskRefused. Neither is task-succeeded."""
+    topic, queue = pipeline.topic("observed"), f"{pipeline.queue}-observed"  # FailingConsumer, max_retries=2
+    pipeline.create(topic, 1)
+    broker = pipeline.broker_url or pipeline.redis_url
+    events = CeleryEvents(broker)
+    events.start()
+    worker = processes.celery_worker(CELERY_APP, pipeline.env, [queue], concurrency=1, name="observed")
+    worker.argv.append("-E")  # task events, as Flower and `celery events` need
+    worker.start()
+    try:
+        assert events.ready.wait(30)
+        [offset] = pipeline.produce(topic, [b'{"n": 1}'])[0]
+        Celery("forger", broker=broker).send_task("kbridge.perform", args=["nowhere/x", [{}]], queue=queue,
+                                                 task_id="forged-1")
+        run_listener(pipeline, topic, lambda: pipeline.committed(topic), "the enqueue to be committed")
+        [dead] = wait_until(lambda: events.failed(f"{topic}-0@{offset} dead-lettered to {topic}.dlq"), 90,
+                            what="task-failed of the dead-lettered task", alive=[worker])
+        wait_until(lambda: "task-failed" in events.of("forged-1"), 60, what="task-failed of the refused task")
+    finally:
+        events.stop()
+        worker.stop()
+    print(f"\n[celery-outcome] {dead['uuid']}: {events.of(dead['uuid'])}; exception={dead['exception']}")
+    print(f"[celery-outcome] forged-1: {events.of('forged-1')}; "
+          f"exception={[e for e in events.events if e.get('uuid') == 'forged-1'][-1]['exception']}")
+    assert dead["exception"].startswith("MessageDeadLettered(") and "after 3 attempt(s): RuntimeError" in \
+        dead["exception"]
+    kinds = events.of(dead["uuid"])
+    assert kinds.count("task-retried") == 2 and "task-succeeded" not in kinds, kinds
+    forged = [e for e in events.events if e.get("uuid") == "forged-1" and e["type"] == "task-failed"]
+    assert forged[0]["exception"].startswith("TaskRefused(") and "UnknownRouteError" in forged[0]["exception"]
+    assert "task-succeeded" not in events.of("forged-1")
+    assert f"[{dead['uuid']}] raised expected: MessageDeadLettered(" in worker.log()  # no traceback

@@ -8,15 +8,19 @@ past, so a second run neither writes them nor loops on them.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
+from kafka.errors import TopicAlreadyExistsError
 
 from kbridge.cli import main as kbridge_cli
 from kbridge.dlq import ORIGIN_OFFSET, ORIGIN_TOPIC
@@ -74,6 +78,17 @@ class Run:
             cmd.kill_group()
         return code, cmd.log()
 
+    def show(self, *args: str) -> tuple[int, str]:
+        cmd = processes.Process(
+            "show", [sys.executable, "-m", "kbridge", "dlq", "show", *args, "--app", APP],
+            processes.child_env(self.env),
+        ).start()
+        try:
+            code = cmd.wait(60)
+        finally:
+            cmd.kill_group()
+        return code, cmd.log()
+
     def values(self, topic: str, expect: int = 1, timeout: float = 5) -> list[bytes]:
         return [r.value for r in read_topic(self.bootstrap, topic, expect, timeout)]
 
@@ -116,7 +131,7 @@ def test_replay_writes_only_to_routed_topics_and_skips_the_rest_once(run: Run) -
 
     back = read_topic(run.bootstrap, run.orders, 1)
     assert [r.value for r in back] == [b"good"]
-    assert back[0].headers == [("trace", b"t-1")]  # the kbridge- headers are dropped
+    assert back[0].headers == [("trace", b"t-1"), ("kbridge-replays", b"1")]  # the other kbridge- headers dropped
     assert run.values(other, timeout=3) == []
     for internal in ("__consumer_offsets", "__transaction_state"):
         assert not [v for v in run.values(internal, timeout=3) if v and v.startswith(b"evil")], internal
@@ -124,7 +139,7 @@ def test_replay_writes_only_to_routed_topics_and_skips_the_rest_once(run: Run) -
 
     code, out = run.replay(dlq)  # committed past the skipped letters: nothing is met again
     assert code == 0, out
-    assert f"replayed 0 message(s) from {dlq}; skipped 0" in out
+    assert f"nothing to replay in {dlq}" in out
     assert run.values(run.orders, expect=2, timeout=3) == [b"good"]
 
 
@@ -189,11 +204,11 @@ def test_interrupted_replay_prints_its_counts_and_keeps_its_progress(run: Run) -
         run.letter(dlq, f"i-{i}".encode(), run.orders)
     run.letter(dlq, b"evil", "__consumer_offsets")
     cmd = processes.Process(
-        "replay", [sys.executable, "-m", "kbridge", "dlq", "replay", dlq, "--idle", "120", "--app", APP],
+        "replay", [sys.executable, "-m", "kbridge", "dlq", "replay", dlq, "--follow", "--app", APP],
         processes.child_env(run.env),
     ).start()
     try:
-        # Committed as it goes; then it waits for more, until the topic has been idle for --idle seconds.
+        # Committed as it goes; with --follow it then waits for more, until interrupted.
         wait_until(lambda: {tp.topic: o for tp, o in committed_offsets(run.bootstrap, run.replay_group).items()}
                    .get(dlq) == 4, 60, what="the replay's commit", alive=[cmd])
         cmd.signal(signal.SIGINT)
@@ -204,3 +219,86 @@ def test_interrupted_replay_prints_its_counts_and_keeps_its_progress(run: Run) -
     assert code == 130, out
     assert f"interrupted: replayed 3 message(s) from {dlq} ({run.orders}: 3); skipped 1" in out
     assert_no_crash(out)
+
+
+def test_replay_and_show_of_an_empty_topic_end_at_once(run: Run) -> None:
+    dlq = run.topic("empty.dlq")
+    create_topics(run.bootstrap, [dlq])
+    started = time.monotonic()
+    code, out = run.replay(dlq)
+    took = time.monotonic() - started
+    print(f"replay of an empty topic: {took:.1f}s")
+    assert code == 0 and f"nothing to replay in {dlq}" in out, out
+    assert took < 15, took  # no group join, no idle wait: one fetch finds the end (plus the interpreter's start)
+    code, out = run.show(dlq)
+    assert code == 0 and f"no dead letters in {dlq}" in out, out
+    code, out = run.show(dlq, "--json")
+    assert code == 0 and json.loads(out[out.index("["):]) == [], out
+
+    code, out = run.show(run.topic("missing.nothing"))
+    assert code == 1 and "does not exist in Kafka" in out, out
+
+
+def test_replay_reads_to_the_fetch_high_watermark_of_a_multi_record_batch(run: Run) -> None:
+    """Tansu answers ListOffsets(LATEST) with the last batch's base offset + 1 (1 for one batch of 40)."""
+    dlq = run.topic("batch.dlq")
+    create_topics(run.bootstrap, [dlq])
+    with contextlib.suppress(TopicAlreadyExistsError):  # made by an earlier test of this module
+        create_topics(run.bootstrap, [run.orders])
+    produce(run.bootstrap, dlq, [f"b-{i}".encode() for i in range(40)],
+            headers=[(ORIGIN_TOPIC, run.orders.encode())])
+    produce(run.bootstrap, dlq, [b"ok \x1b[31m\n", b"\xff\xfe\x00"], headers=[(ORIGIN_TOPIC, b"elsewhere")])
+    code, out = run.show(dlq, "--offset", "39")
+    print(out)
+    assert code == 0 and f"{dlq}: 3 letter(s)" in out, out
+    assert "ok \\x1b[31m\\n (9 B)" in out and "hex ff fe 00 (3 B)" in out and "\x1b" not in out, out
+    code, out = run.replay(dlq)
+    assert code == 3 and f"replayed 40 message(s) from {dlq} ({run.orders}: 40); skipped 2" in out, out
+    assert {tp.topic: o for tp, o in committed_offsets(run.bootstrap, run.replay_group).items()}[dlq] == 42
+
+
+def test_replay_of_a_poison_message_with_a_running_listener_ends_and_then_skips_it(kbridge_kafka: KafkaService) -> None:
+    """The poison loop: replay sends the letter back, the listener dead-letters it again. Each replay ends at
+    the end it saw when it started, and once the letter has been replayed --max-replays times it is skipped."""
+    run = Run(uuid.uuid4().hex[:8], kbridge_kafka)  # its own orders topic, which the listener reads whole
+    orders, dlq = run.orders, f"{run.orders}.dlq"
+    create_topics(run.bootstrap, [orders, dlq])
+    listener = processes.listener(APP, run.env).start()
+    try:
+        produce(run.bootstrap, orders, [b"poison", b"fine"])
+        wait_until(lambda: len(run.values(dlq, expect=1, timeout=1)) == 1, 90, what="the first dead letter",
+                   alive=[listener])
+
+        for expect in (2, 3, None):
+            started = time.monotonic()
+            code, out = run.replay(dlq, "--max-replays", "2")
+            print(f"\n[poison-loop] replay exited {code} after {time.monotonic() - started:.1f}s: "
+                  f"{out.strip().splitlines()[-1]}")
+            if expect is None:
+                break
+            assert code == 0 and f"replayed 1 message(s) from {dlq} ({orders}: 1); skipped 0" in out, out
+            wait_until(lambda n=expect: len(run.values(dlq, expect=n, timeout=1)) == n, 60,
+                       what=f"dead letter {expect}", alive=[listener])
+        assert code == 3, out
+        assert f"replayed 0 message(s) from {dlq}; skipped 1 (1 replayed too often;" in out, out
+        assert f"skipped dead letter {dlq}-0@2: it was replayed 2 time(s) already" in out, out
+        assert_no_crash(out)
+
+        code, out = run.show(dlq)
+        print(out)
+        assert code == 0, out
+        rows = [line.split() for line in out.splitlines() if line.strip().startswith("0 ")]
+        assert [(r[1], r[2], r[3], r[-5]) for r in rows] == [  # r[-5]: replays
+            ("0", f"{orders}-0@0", "ValueError:", "0"), ("1", f"{orders}-0@2", "ValueError:", "1"),
+            ("2", f"{orders}-0@3", "ValueError:", "2")], out
+        assert "poison (6 B)" in out
+
+        code, out = run.show(dlq, "--json", "--offset", "2")
+        letters = json.loads(out[out.index("["):])
+        assert [(x["offset"], x["replays"], x["origin"], x["error_class"]) for x in letters] == [
+            (2, 2, f"{orders}-0@3", "ValueError")]
+        assert letters[0]["error_message"] == "poison: this payload never works"
+        assert (letters[0]["payload"], letters[0]["payload_bytes"], letters[0]["attempts"]) == ("poison", 6, 1)
+    finally:
+        listener.stop()
+    assert run.values(orders, expect=4, timeout=3) == [b"poison", b"fine", b"poison", b"poison"]

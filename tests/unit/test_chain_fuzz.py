@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -80,7 +81,12 @@ class Backend:
         return None
 
 
-def processor(world: World, rng: random.Random, batch_consuming: bool) -> GroupProcessor:
+# Flow control on top: a throttle and a delay that hold for a moment, a breaker that trips and cools down at once.
+FLOW = {"throttle": (3, 0.002), "delay_by": 0.002, "dead_letter_max_ratio": 0.3, "dead_letter_min_messages": 4,
+        "dead_letter_cooldown": 0.002}
+
+
+def processor(world: World, rng: random.Random, batch_consuming: bool, flow: bool = False) -> GroupProcessor:
     class Consumer(BaseConsumer):
         @before_enqueue
         def decide(self) -> bool:
@@ -97,7 +103,7 @@ def processor(world: World, rng: random.Random, batch_consuming: bool) -> GroupP
 
     opts = {"batch_consuming": True, "max_batch_size": rng.choice([None, 1, 2, 3])} if batch_consuming else {}
     app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
-    app.topic("users", consumer=Consumer, backend="inline", **opts)
+    app.topic("users", consumer=Consumer, backend="inline", **opts, **(FLOW if flow else {}))
     runtime = Runtime.of(app, Sink(world))  # type: ignore[arg-type]
     runtime.install_backend("inline", Backend(world))
     proc = GroupProcessor(runtime, app.routes.groups["users"], threading.Event())
@@ -111,19 +117,21 @@ def fetched(rng: random.Random, start: int) -> Fetched:
     for offset in range(start, min(start + rng.randint(1, 6), TOTAL)):
         kind = rng.choice(["accept", "accept", "reject", "raise", "refused"])
         raw = json.dumps({"f": "accept" if kind == "refused" else kind}).encode()
-        messages.append(Params(topic="users", partition=0, offset=offset, raw_payload=raw))
+        messages.append(Params(topic="users", partition=0, offset=offset, raw_payload=raw,
+                               timestamp_ms=time.time() * 1000))
         if kind == "refused":
             refused[offset] = ValueError("undecodable")
     return Fetched(TP, messages=messages, refused=refused)
 
 
-@pytest.mark.parametrize("seed", range(300))
+@pytest.mark.parametrize(("seed", "flow"), [(s, False) for s in range(300)] + [(s, True) for s in range(100)])
 @pytest.mark.parametrize("batch_consuming", [False, True])
 @pytest.mark.parametrize("revocations", [False, True])
-def test_nothing_below_a_mark_or_commit_is_unhandled(seed: int, batch_consuming: bool, revocations: bool) -> None:
+def test_nothing_below_a_mark_or_commit_is_unhandled(seed: int, batch_consuming: bool, revocations: bool,
+                                                     flow: bool) -> None:
     rng = random.Random(seed)
     world = World(rng)
-    proc = processor(world, rng, batch_consuming)
+    proc = processor(world, rng, batch_consuming, flow)
     consumer: FakeKafkaConsumer = proc.consumer  # type: ignore[assignment]
 
     def check() -> None:
@@ -142,6 +150,8 @@ def test_nothing_below_a_mark_or_commit_is_unhandled(seed: int, batch_consuming:
             consumer.paused.discard(TP)
             offset = consumer.committed.get(TP, 0)
         elif TP in proc._held:
+            if proc._held[TP].planned:  # a flow-control wait: due in a moment
+                time.sleep(max(0.0, proc._held[TP].retry_at - time.monotonic()))
             proc._retry_held()
         else:
             batch = fetched(rng, offset)

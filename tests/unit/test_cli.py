@@ -58,9 +58,9 @@ def test_info_lists_settings_with_every_secret_masked() -> None:
     settings = dict(table[1:])
     kafka = [name for name, _ in table[1:] if name.startswith("kafka.")]
     assert len(kafka) == 5  # the app's five kafka settings, each once
-    # Every setting is listed, then the Celery app, then the kafka settings in name order.
+    # Every setting is listed, then the Celery app and tracing, then the kafka settings in name order.
     assert [name for name, _ in table[1:]] == [*(f.name for f in fields(Settings) if f.name != "kafka"), "celery",
-                                                *sorted(kafka)]
+                                                "tracing", *sorted(kafka)]
     assert {k: v for k, v in settings.items() if k in EXPECTED_SETTINGS} == EXPECTED_SETTINGS
     floats = [f.name for f in fields(Settings) if f.type == "float"]
     assert floats and all(re.fullmatch(r"\d+(\.\d+)?s", settings[name]) for name in floats)  # seconds
@@ -88,9 +88,9 @@ def test_info_lists_every_route_with_its_delivery_options() -> None:
     assert rows(out, "routes") == [
         ["group", "group_id", "topic", "consumer", "backend", "queue", "options"],
         ["payments", "vault_payments", "charges", "tests.apps.secrets.Noop", "celery", "celery (default)",
-         "batch=no timeout=5s max_retries=1 dlq=charges.dlq start_from=beginning"],
+         "batch=no timeout=5s max_retries=1 dlq=charges.dlq start_from=beginning dead_letter_breaker=0.5/100+60s"],
         ["audit", "vault_audit", "audit", "tests.apps.secrets.Noop", "inline", "-",
-         "batch=no timeout=60s max_retries=3 dlq=audit.dlq start_from=beginning"],
+         "batch=no timeout=60s max_retries=3 dlq=audit.dlq start_from=beginning dead_letter_breaker=0.5/100+60s"],
     ]
     assert all(line == line.rstrip() for line in out.splitlines())  # no rich padding in a pipe
 
@@ -99,9 +99,10 @@ def test_flow_shows_topic_consumer_filters_backend_queue_and_responders() -> Non
     code, out = run("flow", "--app", SECRETS)
     assert code == 0, out
     assert rows(out, "flow") == [
-        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to"],
-        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-"],
-        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-"],
+        ["group", "topic", "consumer", "filters", "backend", "queue", "responds_to", "flow_control", "payload"],
+        ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-",
+         "dead_letter_breaker=0.5/100+60s", "-"],
+        ["audit", "audit", "tests.apps.secrets.Noop", "-", "inline", "-", "-", "dead_letter_breaker=0.5/100+60s", "-"],
     ]
 
 
@@ -109,7 +110,8 @@ def test_flow_names_filters_and_the_celery_apps_default_queue() -> None:
     code, out = run("flow", "--app", "workers:kbridge_app")
     assert code == 0, out
     assert rows(out, "flow")[1:] == [
-        ["events", "events", "workers.consumers.EventsConsumer", "not_noise", "celery", "workers (default)", "-"],
+        ["events", "events", "workers.consumers.EventsConsumer", "not_noise", "celery", "workers (default)", "-",
+         "dead_letter_breaker=0.5/100+60s", "-"],
     ]
 
 
@@ -184,9 +186,8 @@ def test_a_framework_can_pass_the_app_object() -> None:
 
     result = CliRunner().invoke(main, ["flow"], obj=app, env={**NO_TERMINAL, "KBRIDGE_APP": ""})
     assert result.exit_code == 0, result.output
-    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-"] in rows(
-        result.output, "flow"
-    )
+    assert ["payments", "charges", "tests.apps.secrets.Noop", "-", "celery", "celery (default)", "-",
+            "dead_letter_breaker=0.5/100+60s", "-"] in rows(result.output, "flow")
 
 
 # -- install ------------------------------------------------------------------------------------------
@@ -198,6 +199,7 @@ def test_install_writes_the_package_and_prints_next_steps(tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "shop_events").iterdir()) == sorted(FILES)
     commands = re.findall(r"^ {5}\$ (.+)$", out, re.M)
     assert commands == [
+        "kbridge dev",
         f"cd {tmp_path.resolve()}",
         "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 CELERY_BROKER_URL=redis://127.0.0.1:6379/0",
         "kbridge topics create --app shop_events:kbridge_app --partitions 3",
@@ -213,7 +215,7 @@ def test_install_in_the_current_directory_needs_no_cd(tmp_path: Path, monkeypatc
     code, out = run("install")
     assert code == 0, out
     assert (tmp_path / "kafka_app" / "routes.py").is_file()
-    assert re.findall(r"^ {5}\$ (\S+)", out, re.M) == ["export", "kbridge", "celery", "kbridge", "python"]
+    assert re.findall(r"^ {5}\$ (\S+)", out, re.M) == ["kbridge", "export", "kbridge", "celery", "kbridge", "python"]
 
 
 def test_the_scaffolded_app_loads_routes_and_reads_its_environment(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ class FakeKafkaConsumer:
         self.subscribed: list[str] = []
         self.committed: list[dict[TopicPartition, Any]] = []
 
-    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+    def subscribe(self, topics: list[str], pattern: str | None = None, listener: Any = None) -> None:
         self.subscribed = topics
 
     def poll(self, timeout_ms: int = 0, max_records: int = 0) -> dict[TopicPartition, list[Any]]:

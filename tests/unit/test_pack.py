@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import Reject
 
 from kbridge import BaseConsumer
-from kbridge.backends.celery.task import TASK_NAME
+from kbridge.backends.celery.task import TASK_NAME, MessageDeadLettered, TaskRefused
 from kbridge.errors import ConfigError
 from kbridge.routing.pack import task_time_limits, task_units
 
@@ -37,12 +37,16 @@ def test_a_call_becomes_packs_of_at_most_n_and_the_limits_cover_the_pack() -> No
     assert [list(u) for u in task_units(plain, [1, 2])] == [[1], [2]]
 
 
+SENT: list[mock.MagicMock] = []
+
+
 def run(app: Any, *args: Any, retries: int = 0, **kwargs: Any) -> mock.MagicMock:
     """Runs the task body as a worker would, with its apply_async (the next attempts) recorded."""
     task = app.celery.tasks[TASK_NAME]
     task.push_request(id="pack-1", retries=retries, delivery_info={"routing_key": "celery"})
     try:
         with mock.patch.object(task, "apply_async") as sent:
+            SENT.append(sent)
             task.run(*args, **kwargs)
         return sent
     finally:
@@ -72,8 +76,8 @@ def test_a_packed_message_out_of_retries_is_dead_lettered_alone() -> None:
     app, consumer = make_app(pack=3, max_retries=2)
     letters = FakeDeadLetters(app)
     consumer.perform = lambda self: (_ for _ in ()).throw(RuntimeError("bad"))  # type: ignore[method-assign]
-    sent = run(app, "shop_users/users", [wire(8)], retries=2)
-    assert not sent.called
+    with pytest.raises(MessageDeadLettered, match="1 of 1 message"):  # Celery's state says so
+        run(app, "shop_users/users", [wire(8)], retries=2)
     [(topic, params, _, attempts, _)] = letters.sent
     assert (topic, params.offset, attempts) == ("users.dlq", 8, 3)
 
@@ -82,7 +86,9 @@ def test_a_dead_letter_kafka_refuses_is_retried_alone() -> None:
     app, consumer = make_app(pack=3, max_retries=0)
     letters = FakeDeadLetters(app, refuse=1)
     consumer.perform = lambda self: (_ for _ in ()).throw(RuntimeError("bad"))  # type: ignore[method-assign]
-    sent = run(app, "shop_users/users", [wire(7), wire(8)])
+    with pytest.raises(MessageDeadLettered, match=r"offsets 8\)"):
+        run(app, "shop_users/users", [wire(7), wire(8)])
+    sent = SENT[-1]
     assert [p.offset for _, p, *_ in letters.sent] == [8]
     [call] = sent.call_args_list
     assert call.kwargs["args"] == ["shop_users/users", [wire(7)]]
@@ -107,9 +113,11 @@ def test_a_next_attempt_the_broker_refuses_requeues_the_whole_pack() -> None:
 def test_forged_packs_are_refused() -> None:
     app, consumer = make_app(pack=2)
     letters = FakeDeadLetters(app)
-    run(app, "shop_users/users", [wire(1), wire(2), wire(3)])  # more than pack
+    with pytest.raises(TaskRefused):
+        run(app, "shop_users/users", [wire(1), wire(2), wire(3)])  # more than pack
     resume = {"error_class": "E", "message": "m", "attempts": 1, "sent": 0, "tries": 1}
-    run(app, "shop_users/users", [wire(1), wire(2)], dead_letter=resume)  # a resume names one message
+    with pytest.raises(TaskRefused):
+        run(app, "shop_users/users", [wire(1), wire(2)], dead_letter=resume)  # a resume names one message
     assert consumer.seen == []
     assert [str(e) for _, e, _ in letters.unroutable] == [
         "route 'shop_users/users' takes at most 2 message(s) per task, got 3",
@@ -117,7 +125,8 @@ def test_forged_packs_are_refused() -> None:
     ]
     plain, plain_consumer = make_app()
     plain_letters = FakeDeadLetters(plain)
-    run(plain, "shop_users/users", [wire(1), wire(2)])
+    with pytest.raises(TaskRefused):
+        run(plain, "shop_users/users", [wire(1), wire(2)])
     assert plain_consumer.seen == [] and len(plain_letters.unroutable) == 1
 
 

@@ -44,3 +44,13 @@ def test_entries_name_offset_runs_and_the_worker_computes_the_same() -> None:
     assert ledger.entry_of_task("id-1", "forged") is None
     assert ledger.entry_of_task("id-1", ["g_t/t", [{"no": "offset"}]]) is None
     assert ledger.Entry.decode("too few", places) is None
+
+
+def test_a_message_with_headers_of_its_own_carries_them() -> None:
+    publisher = RedisPipelinePublisher(Celery("t", broker="redis://127.0.0.1:1/0"), 60)
+    args = ["g_t/t", [to_wire(Params(topic="t", partition=0, offset=1, raw_payload=b"{}"))]]
+    plain = json.loads(publisher._message("task-1", "kbridge.perform", "q", "g/t", args, 70.0, 60.0))
+    traced = json.loads(publisher._message("task-1", "kbridge.perform", "q", "g/t", args, 70.0, 60.0,
+                                           {"traceparent": "00-abc-def-01"}))
+    assert traced["headers"] == {**plain["headers"], "traceparent": "00-abc-def-01"}
+    assert {k: v for k, v in traced.items() if k != "headers"} == {k: v for k, v in plain.items() if k != "headers"}

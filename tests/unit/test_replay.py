@@ -15,9 +15,9 @@ from click.testing import CliRunner
 import kbridge.replay as replay_module
 from kbridge import BaseConsumer, KBridge, PrefixMapper
 from kbridge.cli import main as kbridge_cli
-from kbridge.dlq import ORIGIN_TOPIC
+from kbridge.dlq import ORIGIN_TOPIC, REPLAYS
 from kbridge.errors import KBridgeError
-from kbridge.replay import ReplayResult, Targets, _Sender, routed_targets, target_problem
+from kbridge.replay import ReplayResult, Targets, _Policy, _Sender, routed_targets, target_problem
 
 
 class Orders(BaseConsumer):
@@ -47,10 +47,12 @@ def letter(offset: int, origin: bytes | None, value: bytes = b"v") -> Any:
     return SimpleNamespace(topic="orders.dlq", partition=0, offset=offset, value=value, key=None, headers=headers)
 
 
-def sender(targets: Targets, existing: set[str]) -> tuple[_Sender, FakeProducer]:
+def sender(targets: Targets, existing: set[str], max_replays: int = 3, force: bool = False
+           ) -> tuple[_Sender, FakeProducer]:
     producer = FakeProducer()
     consumer = SimpleNamespace(topics=lambda: existing)
-    return _Sender(producer, consumer, set(existing), targets, "orders.dlq", 30.0), producer  # type: ignore[arg-type]
+    policy = _Policy(max_replays, force)
+    return _Sender(producer, consumer, set(existing), targets, "orders.dlq", 30.0, policy), producer  # type: ignore[arg-type]
 
 
 def test_routed_targets_are_the_kafka_names_of_the_routes() -> None:
@@ -69,7 +71,7 @@ def test_only_routed_origins_are_replayed(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.WARNING, logger="kbridge.replay"):
         for record in letters:
             send.handle(record, result)
-    assert producer.sent == [("orders", b"good", [("trace", b"t")])]
+    assert producer.sent == [("orders", b"good", [("trace", b"t"), (REPLAYS, b"1")])]
     assert (result.replayed, result.skipped) == (1, 7)
     assert dict(result.skipped_by) == {"internal Kafka topic": 2, "not routed by this app": 1,
                                        "illegal topic name": 2, "no origin header": 1,
@@ -82,6 +84,37 @@ def test_only_routed_origins_are_replayed(caplog: pytest.LogCaptureFixture) -> N
                                "routes (routed: orders)")
     assert "orders.dlq-0@3: " in lines[3] and "is invalid" in lines[3]
     assert "orders.dlq-0@5: it has no kbridge-origin-topic header" in lines[5]
+
+
+def counted(offset: int, count: bytes) -> Any:
+    record = letter(offset, b"orders")
+    record.headers.append((REPLAYS, count))
+    return record
+
+
+def test_the_replay_count_goes_up_and_a_poison_letter_is_skipped_after_max_replays(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    send, producer = sender(Targets(frozenset({"orders"})), {"orders"}, max_replays=2)
+    result = ReplayResult()
+    with caplog.at_level(logging.WARNING, logger="kbridge.replay"):
+        for i, count in enumerate([b"1", b"2", b"7", b"-1", b"x\x1b"]):
+            send.handle(counted(i, count), result)
+    assert [dict(h)[REPLAYS] for _, _, h in producer.sent] == [b"2"]
+    assert dict(result.skipped_by) == {"replayed too often": 2, "malformed replay count": 2}
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("skipped dead letter orders.dlq-0@1: it was replayed 2 time(s) already and failed again "
+                        "each time (--max-replays 2); fix the cause, then replay it with --force")
+    assert "orders.dlq-0@3: its kbridge-replays header b'-1' is not a count" in lines[2]
+
+
+def test_force_replays_a_poison_letter_and_still_counts() -> None:
+    send, producer = sender(Targets(frozenset({"orders"})), {"orders"}, max_replays=2, force=True)
+    result = ReplayResult()
+    send.handle(counted(0, b"5"), result)
+    send.handle(counted(1, b"junk"), result)
+    assert [dict(h)[REPLAYS] for _, _, h in producer.sent] == [b"6", b"1"]
+    assert result.skipped == 0
 
 
 def test_to_sends_every_letter_there() -> None:
@@ -115,6 +148,7 @@ def test_to_refuses_internal_illegal_and_the_replayed_topic(topic: str, why: str
 
 
 def test_summary() -> None:
+    assert ReplayResult(total=0).summary("o.dlq").startswith("nothing to replay in o.dlq")
     result = ReplayResult()
     assert result.summary("o.dlq") == "replayed 0 message(s) from o.dlq; skipped 0"
     result.replayed, result.skipped = 3, 2
@@ -127,8 +161,8 @@ def test_summary() -> None:
 
 
 def fake_replay(outcome: BaseException | None, replayed: int = 2, skipped: int = 0) -> Any:
-    def run(settings: Any, dlq_topic: str, targets: Targets, limit: Any, idle: float,
-            result: ReplayResult) -> ReplayResult:
+    def run(settings: Any, dlq_topic: str, targets: Targets, limit: Any, follow: bool, max_replays: int,
+            force: bool, result: ReplayResult, progress: Any) -> ReplayResult:
         result.replayed, result.skipped = replayed, skipped
         result.replayed_to["orders"] = replayed
         result.skipped_by["not routed by this app"] = skipped
@@ -157,3 +191,22 @@ def test_exit_codes_and_counts(
     assert result.output.splitlines()[0].startswith(first_line)
     if code == 1:
         assert "Error: Kafka did not acknowledge" in result.output
+
+
+def test_progress_is_drawn_on_a_terminal_only_and_cleared_before_the_summary() -> None:
+    import io
+
+    from kbridge.replay_progress import Progress
+
+    out = io.StringIO()
+    progress = Progress("o.dlq", out)
+    progress(ReplayResult(replayed=3, skipped=1, total=10))
+    progress(ReplayResult(replayed=4, skipped=1, total=10))
+    progress.clear()
+    assert out.getvalue().split("\r")[1:3] == ["o.dlq: 4/10 letters, 3 replayed, 1 skipped",
+                                               "o.dlq: 5/10 letters, 4 replayed, 1 skipped"]
+    assert out.getvalue().endswith("\r")
+    silent = Progress.on_terminal("o.dlq")  # pytest's stdout is not a terminal
+    assert silent.out is None
+    silent(ReplayResult(replayed=1))
+    silent.clear()

@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 
 from kbridge import BaseConsumer, KBridge
-from kbridge.backends.celery.task import TASK_NAME, use_runtime
+from kbridge.backends.celery.task import TASK_NAME, MessageDeadLettered, TaskRefused, use_runtime
 from kbridge.errors import DeserializationError, UnknownRouteError
 from kbridge.interchange import to_wire
 from kbridge.params import Params
@@ -55,6 +55,18 @@ def wire(offset: int, raw: bytes | None = b'{"n": 1}') -> dict[str, Any]:
                           headers={"h": b"\x00"}, timestamp_ms=1000))
 
 
+def test_a_dead_lettered_or_refused_task_is_an_expected_failure_never_a_success() -> None:
+    app, consumer = make_app(max_retries=0)
+    consumer.perform = fail  # type: ignore[method-assign]
+    FakeDeadLetters(app)
+    task = app.celery.tasks[TASK_NAME]
+    assert set(task.throws) == {MessageDeadLettered, TaskRefused}  # logged without a traceback
+    refused = task.apply(args=["nowhere/users", [wire(1)]])
+    assert refused.state == "FAILURE" and isinstance(refused.result, TaskRefused)
+    performed = task.apply(args=["shop_users/users", [wire(2)]])
+    assert performed.state == "FAILURE" and isinstance(performed.result, MessageDeadLettered)
+
+
 def test_task_is_registered_with_late_acks() -> None:
     app, _ = make_app()
     assert app.celery is not None
@@ -100,7 +112,8 @@ def test_batch_of_messages_reaches_one_perform() -> None:
 def test_unknown_route_is_refused_to_the_unroutable_topic_and_perform_never_runs(route_id: str) -> None:
     app, consumer = make_app()
     dead = FakeDeadLetters(app)
-    app.celery.tasks[TASK_NAME].run(route_id, [wire(1), wire(2)])
+    with pytest.raises(TaskRefused, match=r"UnknownRouteError: .*; the task never ran, its body is in shop.unroutable"):
+        app.celery.tasks[TASK_NAME].run(route_id, [wire(1), wire(2)])
     assert consumer.seen == [] and dead.sent == []  # never a dead-letter topic the task names itself
     [(body, error, _)] = dead.unroutable
     assert isinstance(error, UnknownRouteError) and route_id in str(error)
@@ -116,7 +129,9 @@ def test_failure_without_retries_left_is_dead_lettered_and_acked() -> None:
     app, consumer = make_app(max_retries=0)
     consumer.perform = fail  # type: ignore[method-assign]
     dead = FakeDeadLetters(app)
-    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(4)])  # returns: the task is acked
+    with pytest.raises(MessageDeadLettered, match=r"^1 message\(s\) from users-0@4 dead-lettered to users.dlq after "
+                       r"1 attempt\(s\): RuntimeError: boom$"):  # Celery: FAILURE, an expected one, acked
+        app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(4)])
     [(topic, p, error, attempts, group_id)] = dead.sent
     assert (topic, p.offset, str(error), attempts, group_id) == ("users.dlq", 4, "boom", 1, "shop_users")
 
@@ -135,7 +150,7 @@ def test_eager_retries_run_max_retries_plus_one_times_then_dead_letter() -> None
     consumer.perform = fail  # type: ignore[method-assign]
     dead = FakeDeadLetters(app)
     result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
-    assert result.state == "SUCCESS"  # acked after dead-lettering
+    assert result.state == "FAILURE" and isinstance(result.result, MessageDeadLettered)  # not a success
     assert len(consumer.seen) == 3
     [(topic, p, error, attempts, _)] = dead.sent
     assert (topic, p.offset, str(error), attempts) == ("users.dlq", 4, "boom", 3)
@@ -145,7 +160,8 @@ def test_unreadable_payload_is_dead_lettered_at_once() -> None:
     app, consumer = make_app(max_retries=5)
     consumer.perform = lambda self: self.params.payload  # type: ignore[method-assign]
     dead = FakeDeadLetters(app)
-    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(9, b"{not json")])
+    with pytest.raises(MessageDeadLettered, match="DeserializationError"):
+        app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(9, b"{not json")])
     [(_, p, error, attempts, _)] = dead.sent
     assert (p.offset, type(error), attempts) == (9, DeserializationError, 1)
 
@@ -170,7 +186,7 @@ def test_max_retries_past_celerys_own_cap_of_3_run_every_attempt_then_dead_lette
     consumer.perform = fail  # type: ignore[method-assign]
     dead = FakeDeadLetters(app)
     result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
-    assert result.state == "SUCCESS"
+    assert result.state == "FAILURE" and "after 6 attempt(s)" in str(result.result)
     assert len(consumer.seen) == 6
     [(_, p, error, attempts, _)] = dead.sent
     assert (p.offset, str(error), attempts) == (4, "boom", 6)
@@ -181,7 +197,7 @@ def test_a_dead_letter_kafka_refuses_is_retried_alone_and_perform_never_runs_aga
     consumer.perform = fail  # type: ignore[method-assign]
     dead = FakeDeadLetters(app, refuse=3)
     result = app.celery.tasks[TASK_NAME].apply(args=["shop_users/users", [wire(4)]])
-    assert result.state == "SUCCESS"
+    assert result.state == "FAILURE" and isinstance(result.result, MessageDeadLettered)
     assert len(consumer.seen) == 2  # max_retries + 1, however often the dead letter failed
     [(_, p, error, attempts, _)] = dead.sent
     assert (p.offset, attempts, dead.tries) == (4, 2, 4)
@@ -226,7 +242,8 @@ def test_forged_tasks_never_run_and_go_whole_to_the_unroutable_topic(
 ) -> None:
     app, consumer = make_app()
     dead = FakeDeadLetters(app)
-    app.celery.tasks[TASK_NAME].run(*args, **kwargs)
+    with pytest.raises(TaskRefused):
+        app.celery.tasks[TASK_NAME].run(*args, **kwargs)
     assert consumer.seen == [] and dead.sent == []
     [(body, error, _)] = dead.unroutable
     assert problem in str(error)
@@ -236,7 +253,8 @@ def test_forged_tasks_never_run_and_go_whole_to_the_unroutable_topic(
 def test_a_batch_larger_than_the_routes_max_batch_size_is_refused() -> None:
     app, consumer = make_app(batch_consuming=True, max_batch_size=2)
     dead = FakeDeadLetters(app)
-    app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2), wire(3)])
+    with pytest.raises(TaskRefused):
+        app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2), wire(3)])
     assert consumer.seen == [] and "at most 2 messages per task" in str(dead.unroutable[0][1])
     app.celery.tasks[TASK_NAME].run("shop_users/users", [wire(1), wire(2)])
     assert [[p.offset for p in batch] for _, batch in consumer.seen] == [[1, 2]]

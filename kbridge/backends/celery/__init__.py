@@ -31,10 +31,11 @@ class CeleryPlugin:
     def bind(self, app: KBridge) -> None:
         """Registered at import time of the app module, so an unmodified `celery -A proj worker` runs kbridge
         tasks; and the worker's lifecycle signals."""
-        from . import signals, task
+        from . import signals, task, tick
 
         assert app.celery is not None
         task.register_task(app.celery, app)
+        tick.register_tick_task(app.celery, app)
         signals.connect(app.celery, app)
 
     def build(self, runtime: Runtime) -> CeleryBackend:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from celery.exceptions import Reject
 
 from ...errors import WireError
+from ...instrumentation.tracing import task_carrier
 from ...params import ParamsBatch
-from ...perform import DeadLetterPending, Job, PerformRunner, Retry, build_runner
+from ...perform import DeadLettered, DeadLetterPending, Job, PerformRunner, Retry, build_runner
 from .pack_timeout import PackTimeLimitStage
-from .task import HARD_LIMIT_GRACE, RESUME_KWARG, TaskRequest, _refuse, dead_letter_retry
+from .task import HARD_LIMIT_GRACE, RESUME_KWARG, MessageDeadLettered, TaskRequest, _refuse, dead_letter_retry
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
@@ -88,17 +89,28 @@ def run_pack(task: Any, runtime: Runtime, request: TaskRequest, args: tuple[Any,
     if request.resume is not None and len(request.batch) != 1:
         error = WireError(f"{RESUME_KWARG} retries one message of a pack, got {len(request.batch)}")
         _refuse(task, runtime, args, kwargs, error)
-        return
     runner = _pack_runner(runtime)
     attempt = (task.request.retries or 0) + 1
+    carrier = task_carrier(task.request)  # the trace context of the task message's headers
+    dead: list[tuple[int, DeadLettered]] = []
     for params, message in zip(request.batch, messages, strict=True):
+        params.carrier = carrier
         job = Job(request.route, ParamsBatch([params]), attempt=attempt)
         scheduler = PackScheduler(task, message)
         try:
             if request.resume is None:
-                runner.run(job, scheduler)
+                outcome = runner.run(job, scheduler)
             else:
                 failure, attempts, sent, tries = request.resume
-                runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
+                outcome = runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
         except HandedOff:
             continue
+        if isinstance(outcome, DeadLettered):
+            dead.append((params.offset, outcome))
+    if dead:  # Celery reports the task as failed, as for a task of one message (the rest was performed)
+        first = request.batch[0]
+        offsets = ", ".join(str(offset) for offset, _ in dead)
+        raise MessageDeadLettered(
+            f"{len(dead)} of {len(request.batch)} message(s) from {first.topic}-{first.partition} dead-lettered to "
+            f"{request.route.dead_letter_topic} (offsets {offsets}): {dead[0][1].failure}"
+        )

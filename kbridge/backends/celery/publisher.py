@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EnqueueError
+from ...instrumentation.tracing import outgoing
 from ...interchange import to_wire
-from ...params import Params
+from ...params import Params, carried
 from ...routing.pack import task_time_limits, task_units
 from ...routing.route import Route
 from . import redis_pipeline
@@ -21,6 +22,7 @@ from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
     from celery import Celery
+    from kafka import TopicPartition
     from kombu.connection import Connection
 
     from .refetch import KafkaRefetch
@@ -39,13 +41,16 @@ class CeleryBackend:
         argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
         queue = route.queue or self.celery_app.conf.task_default_queue
         fast = self._fast_publisher(queue)
+        # Trace context (tracing on): task message headers, never the arguments.
+        headers = [outgoing(carried(unit[0])) for unit in units] if carried(messages[0]) is not None else None
         try:
             if fast is not None:
-                fast.publish(TASK_NAME, queue, route.shadow, argsets, *task_time_limits(route, HARD_LIMIT_GRACE))
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, *task_time_limits(route, HARD_LIMIT_GRACE),
+                             headers)
                 return
             confirmed = 0
-            for args in argsets:
-                self._apply_async(route, args)
+            for i, args in enumerate(argsets):
+                self._apply_async(route, args, headers[i] if headers else {})
                 confirmed += len(args[1])
         except Exception as exc:
             done = 0 if fast is not None else confirmed
@@ -64,6 +69,12 @@ class CeleryBackend:
             )
         return self._fast[queue]
 
+    def tick(self, route: Route, tp: TopicPartition) -> None:
+        """tick_interval: a kbridge.tick task, run by a worker (kbridge.backends.celery.tick)."""
+        from .tick import send_tick
+
+        send_tick(self.celery_app, route, tp)
+
     def close(self) -> None:
         if self.refetch is not None:
             self.refetch.close()
@@ -77,7 +88,7 @@ class CeleryBackend:
         for publisher in {id(p): p for p in self._fast.values() if p is not None}.values():
             publisher.reap()
 
-    def _apply_async(self, route: Route, args: list[Any]) -> None:
+    def _apply_async(self, route: Route, args: list[Any], headers: dict[str, str]) -> None:
         """The standard path: Celery builds and routes the message; confirmed when publish returns."""
         if self._connection is None:
             conn = self.celery_app.connection_for_write()
@@ -97,6 +108,7 @@ class CeleryBackend:
                 # instead of kombu retrying behind its back.
                 retry=False,
                 connection=self._connection,
+                headers=headers or None,
             )
         except Exception:
             self._connection.close()

@@ -77,7 +77,7 @@ class RedisPipelinePublisher:
 
     def publish(
         self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]],
-        time_limit: float, soft_time_limit: float,
+        time_limit: float, soft_time_limit: float, headers: Sequence[dict[str, str]] | None = None,
     ) -> None:
         """LPUSH one task message per argset, each with its ledger entry, in one atomic script.
 
@@ -89,9 +89,10 @@ class RedisPipelinePublisher:
         messages: list[str] = []
         entries: list[str] = []
         places: dict[str, str] = {}
-        for args in argsets:
+        for i, args in enumerate(argsets):
             task_id = self._next_id()
-            messages.append(self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit))
+            messages.append(self._message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit,
+                                          headers[i] if headers else None))
             entries.append(ledger.entry(task_id, args[0], args[1]))
             first = args[1][0]
             where = ledger.place(args[0], first["topic"], first["partition"])
@@ -128,10 +129,11 @@ class RedisPipelinePublisher:
 
     def _message(
         self, task_id: str, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float,
-        soft_time_limit: float,
+        soft_time_limit: float, extra: dict[str, str] | None = None,
     ) -> str:
         """The task message as JSON text: the constant envelope of its queue, route and limits, rendered once,
-        with the task's id, encoded body and argsrepr put in its slots. Nothing is encoded twice."""
+        with the task's id, encoded body and argsrepr put in its slots. Nothing is encoded twice.
+        extra: task headers of this message alone (trace context); such a message is encoded whole."""
         key = (task_name, queue, shadow, time_limit, soft_time_limit)
         template = self._templates.get(key)
         if template is None:
@@ -141,6 +143,11 @@ class RedisPipelinePublisher:
                 _dumps(self._envelope(_slot("id"), task_name, queue, shadow, _slot("body"), _slot("argsrepr"),
                                       time_limit, soft_time_limit)))
         body = base64.b64encode(dumps_body([args, {}, _EMBED])).decode("ascii")
+        if extra:
+            envelope = self._envelope(task_id, task_name, queue, shadow, body, _argsrepr(args), time_limit,
+                                      soft_time_limit)
+            envelope["headers"].update(extra)
+            return _dumps(envelope)
         return template.render({"id": task_id, "body": body, "argsrepr": _json_text(_argsrepr(args))})
 
     def _envelope(

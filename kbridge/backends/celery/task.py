@@ -12,6 +12,13 @@ dead-lettered and the task acked. If Kafka does not take a letter, the task is r
 carrying `dead_letter` (why and how far it got), and that retry only dead-letters:
 perform() never runs again. A hard time limit requeues the message
 (acks_on_timeout=False) rather than dropping it.
+
+What Celery reports is true: a task whose messages were dead-lettered, or that was refused,
+ends in Celery's FAILURE state with MessageDeadLettered or TaskRefused (a task-failed event
+for Flower and `celery events`, the exception in a result backend), never SUCCESS. Both are
+expected failures (the task's `throws`): logged at INFO without a traceback, and the
+message is acked or dropped as every failed task's is, never requeued, so it does not run again.
+Retries on the way are Celery's own RETRY states.
 """
 
 from __future__ import annotations
@@ -19,16 +26,17 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown
 
 from ...dlq import Failure
 from ...errors import UnknownRouteError, WireError
+from ...instrumentation.tracing import task_carrier
 from ...interchange import from_wire
 from ...params import ParamsBatch
-from ...perform import DeadLetterPending, Job, Retry, backoff
+from ...perform import DeadLettered, DeadLetterPending, Job, Retry, backoff
 from ...runtime import Runtime
 from . import ledger
 
@@ -45,6 +53,14 @@ DEAD_LETTER_RETRY_BACKOFF_MAX = 300.0
 RESUME_KWARG = "dead_letter"
 
 log = logging.getLogger("kbridge.worker")
+
+
+class MessageDeadLettered(Exception):
+    """The task's outcome when perform() gave up: its messages are in the dead-letter topic."""
+
+
+class TaskRefused(Exception):
+    """The task's outcome when it could not be trusted: it never ran, its body is in '<client_id>.unroutable'."""
 
 
 _runtimes: weakref.WeakKeyDictionary[KBridge, Runtime] = weakref.WeakKeyDictionary()
@@ -77,6 +93,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
         # kbridge's policy decides when to stop retrying (a dead letter is retried until Kafka takes
         # it); Celery's own cap of 3 would drop the task on its 4th retry.
         max_retries=None,
+        throws=(MessageDeadLettered, TaskRefused),  # outcomes, not crashes: no traceback in the worker's log
     )
     def perform(task: Any, *args: Any, **kwargs: Any) -> None:
         try:
@@ -124,8 +141,15 @@ class TaskRequest:
             raise WireError(f"route {route_id!r} takes at most {self.route.max_batch_size} messages per task "
                             f"(max_batch_size), got {len(messages)}")
         rebuilt = [from_wire(m, self.route.deserializer) for m in messages]
-        expected = runtime.settings.topic_mapper.outgoing(self.route.name)
         first = rebuilt[0]
+        expected = runtime.settings.topic_mapper.outgoing(self.route.name)
+        if self.route.pattern is not None:  # any one topic the pattern matches, and nothing else
+            mapper = runtime.settings.topic_mapper
+            name = mapper.incoming(first.topic)
+            if not self.route.matches(name) or mapper.outgoing(name) != first.topic:
+                raise WireError(f"message {first!r} is not of a topic matching {self.route.pattern.pattern!r}, "
+                                f"which route {route_id!r} consumes")
+            expected = first.topic
         previous = -1
         for params in rebuilt:
             if params.topic != expected or params.partition != first.partition:
@@ -175,7 +199,7 @@ def dead_letter_retry(job: Job, pending: DeadLetterPending) -> tuple[float, dict
     return countdown, resume
 
 
-def retry_task(task: Any, **options: Any) -> None:
+def retry_task(task: Any, **options: Any) -> NoReturn:
     """Celery's retry: a new message with a countdown, this one acked. Never returns.
 
     When the new message cannot be published (the broker blipped), Celery raises
@@ -195,35 +219,42 @@ def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[st
         request = TaskRequest(runtime, args, kwargs)
     except (UnknownRouteError, WireError) as exc:
         _refuse(task, runtime, args, kwargs, exc)
-        return
     if request.route.pack is not None:
         from .pack import run_pack
 
         return run_pack(task, runtime, request, args, kwargs)
+    request.batch[0].carrier = task_carrier(task.request)  # trace context from the task message's headers
     runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
     job = Job(request.route, request.batch, attempt=(task.request.retries or 0) + 1)
     if request.resume is None:
-        runner.run(job, scheduler)
+        outcome = runner.run(job, scheduler)
     else:
         failure, attempts, sent, tries = request.resume
-        runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
+        outcome = runner.resume_dead_letter(job, failure, attempts, sent, tries, scheduler)
+    if isinstance(outcome, DeadLettered):
+        first = request.batch[0]
+        raise MessageDeadLettered(
+            f"{len(request.batch)} message(s) from {first.topic}-{first.partition}@{first.offset} dead-lettered to "
+            f"{request.route.dead_letter_topic} after {outcome.attempts} attempt(s): {outcome.failure}"
+        )
 
 
 def _refuse(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any],
-            error: Exception) -> None:
+            error: Exception) -> NoReturn:
     """An untrusted task never runs: it goes whole to '<client_id>.unroutable', retried until Kafka takes it."""
     task_id = getattr(task.request, "id", None)
     log.error("refused task %s: %s", task_id, error)
     body = {"task": TASK_NAME, "id": task_id, "args": list(args), "kwargs": kwargs}
     try:
-        runtime.dead_letters.send_unroutable(body, error, task_id)
+        where = runtime.dead_letters.send_unroutable(body, error, task_id)
     except Exception as exc:
         tries = (task.request.retries or 0)
         countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, tries)
         log.error("could not write refused task %s to the unroutable topic: %s: %s; retrying in %.1fs",
                   task_id, type(exc).__name__, exc, countdown)
         retry_task(task, exc=exc, countdown=countdown)
+    raise TaskRefused(f"{type(error).__name__}: {error}; the task never ran, its body is in {where}")
 
 
 _closers: dict[tuple[int, str], ledger.Closer] = {}

@@ -5,7 +5,9 @@
   neither dropped nor retried forever.
 
 If Kafka does not take such a dead letter, what came before the message goes on down the
-chain and the partition is held at the message; on resume only the rest is filtered.
+chain and the partition is held at the message. On resume only its dead letter is sent
+again, and the rest is filtered: each filter runs once per message, and each message is
+counted once, however long the hold lasts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from __future__ import annotations
 from ...params import Params, ParamsBatch
 from .context import StepContext
 from .step import PartitionBatch, Step
+
+
+class _LetterNotTaken(Exception):
+    """A raising filter's dead letter that Kafka did not acknowledge."""
+
+    def __init__(self, error: Exception, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.error = error  # what the filter raised: the letter's content
+        self.cause = cause  # why the letter was not taken: the hold's reason
 
 
 class FilterStep(Step):
@@ -30,10 +41,13 @@ class FilterStep(Step):
         for message in batch.messages:
             try:
                 keep = self._accepts(batch, message)
-            except Exception as exc:
+            except _LetterNotTaken as stopped:
                 batch.accepted = accepted
+                exc = stopped.cause
                 hold = self.stop_at(batch, message.offset, f"{type(exc).__name__}: {exc}")
-                hold.pending[-1].batch.accepted = None  # the rest is filtered again from this message on
+                rest = hold.pending[-1].batch
+                rest.accepted = None  # the rest is still to be filtered, from this message on
+                rest.filter_errors[message.offset] = stopped.error  # but this one's filter already ran
                 raise hold from exc
             if keep:
                 accepted.append(message)
@@ -43,15 +57,22 @@ class FilterStep(Step):
         self.forward(batch)
 
     def _accepts(self, batch: PartitionBatch, message: Params) -> bool:
-        """Raises only when the message's dead letter was not acknowledged."""
+        """Raises _LetterNotTaken only when the message's dead letter was not acknowledged."""
         route, ctx = batch.route, self.context
-        try:
-            accepted = route.consumer(route, ParamsBatch([message])).run_filters()
-        except Exception as exc:
-            ctx.monitor.instrument("filter.failed", group_id=ctx.group_id, topic=message.topic,
-                                   partition=message.partition, offset=message.offset,
-                                   error=f"{type(exc).__name__}: {exc}")
-            ctx.runtime.dead_letters.send(route.dead_letter_topic, message, exc, 1, route.group_id)
+        error = batch.filter_errors.get(message.offset)  # its filter raised before a hold: only the letter is due
+        if error is None:
+            try:
+                accepted = route.consumer(route, ParamsBatch([message])).run_filters()
+            except Exception as exc:
+                ctx.monitor.instrument("filter.failed", group_id=ctx.group_id, topic=message.topic,
+                                       partition=message.partition, offset=message.offset,
+                                       error=f"{type(exc).__name__}: {exc}")
+                error = exc
+        if error is not None:
+            try:
+                ctx.runtime.dead_letters.send(route.dead_letter_topic, message, error, 1, route.group_id)
+            except Exception as cause:
+                raise _LetterNotTaken(error, cause) from cause
             ctx.stats.dead_lettered += 1
             return False
         if not accepted:

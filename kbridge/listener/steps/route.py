@@ -17,10 +17,10 @@ from .step import Fetched, PartitionBatch, Step
 class RouteStep:
     """The chain's head: it takes what the poll loop fetched rather than a batch."""
 
-    def __init__(self, context: StepContext, route_of: Callable[[str], Route], next: Step) -> None:
+    def __init__(self, context: StepContext, route_of: Callable[[str], Route], entry: Callable[[Route], Step]) -> None:
         self.context = context
         self.route_of = route_of
-        self.next = next
+        self.entry = entry  # the first step of the route's chain
 
     def take(self, fetched: Fetched) -> None:
         tp = fetched.tp
@@ -38,5 +38,5 @@ class RouteStep:
             last = messages[-1].offset
             monitor.instrument("fetch", group_id=self.context.group_id, topic=tp.topic, partition=tp.partition,
                                messages=len(messages), lag=None if highwater is None else max(0, highwater - last - 1))
-        self.next.submit(PartitionBatch(tp, route, messages, messages[0].offset, messages[-1].offset,
+        self.entry(route).submit(PartitionBatch(tp, route, messages, messages[0].offset, messages[-1].offset,
                                         dict(fetched.refused)))

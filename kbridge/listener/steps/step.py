@@ -40,8 +40,10 @@ class PartitionBatch:
     refused: dict[int, BaseException] = field(default_factory=dict)
     accepted: list[Params] | None = None  # set by the filter step; None: not filtered yet
     filtered: list[Params] = field(default_factory=list)  # rejected on purpose by a filter
+    filter_errors: dict[int, Exception] = field(default_factory=dict)  # offset -> what its filter raised
     handovers: list[Sequence[Params]] | None = None  # set by the unit step: one backend call each
     callback_errors: list[Exception] = field(default_factory=list)  # what after_fetch callbacks raised (logged)
+    expired: int = 0  # messages the expire step dropped (committed, never handed over)
 
     def before(self, offset: int) -> PartitionBatch | None:
         """The part of this batch below offset: what was finished when the step stopped at offset (None: nothing)."""
@@ -54,6 +56,7 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o < offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset < offset],
             filtered=[m for m in self.filtered if m.offset < offset],
+            filter_errors={o: e for o, e in self.filter_errors.items() if o < offset},
             handovers=None if self.handovers is None else _split(self.handovers, lambda o: o < offset),
             callback_errors=list(self.callback_errors),
         )
@@ -67,8 +70,10 @@ class PartitionBatch:
             refused={o: e for o, e in self.refused.items() if o >= offset},
             accepted=None if self.accepted is None else [m for m in self.accepted if m.offset >= offset],
             filtered=[m for m in self.filtered if m.offset >= offset],
+            filter_errors={o: e for o, e in self.filter_errors.items() if o >= offset},
             handovers=None if self.handovers is None else _split(self.handovers, lambda o: o >= offset),
             callback_errors=[],
+            expired=0,
         )
 
     def __repr__(self) -> str:
@@ -93,14 +98,18 @@ class Step:
         if self.next is not None and batch is not None:
             self.next.submit(batch)
 
-    def stop_at(self, batch: PartitionBatch, offset: int, reason: str) -> Hold:
-        """Hand on what was done below offset, and the hold of the rest, to be resumed here."""
+    def stop_at(self, batch: PartitionBatch, offset: int, reason: str, until: float | None = None) -> Hold:
+        """Hand on what was done below offset, and the hold of the rest, to be resumed here.
+
+        until (time.monotonic()) makes it a planned wait rather than a failure: the loop resumes the
+        partition then, without backoff or warnings (flow control: delay, throttle, the breaker's cooldown).
+        """
         rest = batch.from_(offset)
         try:
             self.forward(batch.before(offset))
         except Hold as hold:
             return hold.then(self, rest)
-        return Hold([Pending(self, rest)], reason)
+        return Hold([Pending(self, rest)], reason, until)
 
     @property
     def name(self) -> str:
@@ -117,11 +126,12 @@ class Hold(KBridgeError):
     """The one backpressure signal, raised by a step: pause the partition; later, submit each pending batch
     again, in order, to its step."""
 
-    def __init__(self, pending: list[Pending], reason: str) -> None:
+    def __init__(self, pending: list[Pending], reason: str, until: float | None = None) -> None:
         super().__init__(reason)
         self.pending = pending
         self.reason = reason
+        self.until = until  # time.monotonic() to resume at; None: a failure, retried with backoff
 
     def then(self, step: Step, rest: PartitionBatch) -> Hold:
         """This hold, followed by rest still to do at step: a step that was itself stopped downstream."""
-        return Hold([*self.pending, Pending(step, rest)], self.reason)
+        return Hold([*self.pending, Pending(step, rest)], self.reason, self.until)
