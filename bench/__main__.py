@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import batch, enqueue, latency, memory, ordering, per_message, raw, reports
+from . import backlog, batch, enqueue, latency, memory, ordering, per_message, raw, redis_memory, reports
 from .config import DEFAULT_MAX_POLL_RECORDS, BenchConfig
 from .harness import Bench, Sizes, services
 from .results import Result, table, write_json
@@ -30,9 +30,11 @@ RunFn = Callable[[Bench], Result | list[Result]]
 
 BENCHMARKS: dict[str, tuple[RunFn, str]] = {
     "raw": (raw.run, "kafka-python consume + json.loads, no kbridge (the throughput baseline)"),
-    "enqueue": (enqueue.run, "listener throughput, one Celery task per message, into Redis"),
+    "enqueue": (enqueue.run, "listener throughput, one Celery task per message, into Redis, three payload sizes"),
     "batch": (batch.run, "batch_consuming end to end through a real prefork worker"),
-    "permsg": (per_message.run, "worker drain rate, kbridge task vs bare Celery task"),
+    "permsg": (per_message.run, "worker drain rate, kbridge task (and pack=50) vs bare Celery task"),
+    "redismem": (redis_memory.run, "Redis memory per queued task, kbridge vs plain apply_async"),
+    "backlog": (backlog.run, "the listener's longest poll-loop turn with a large backlog queued"),
     "memory": (memory.run, "listener RSS after a long stream"),
     "latency": (latency.run, "produce -> perform start, p50 and p99, at a steady rate"),
     "reports": (reports.run, "listener throughput with web_reports on vs off (what reports cost)"),
@@ -53,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tasks per side for permsg (default %(default)s)")
     p.add_argument("--memory-messages", type=int, default=defaults.memory_messages,
                    help="messages for memory (default %(default)s)")
+    p.add_argument("--memory-tasks", type=int, default=defaults.memory_tasks,
+                   help="tasks queued per side for redismem (default %(default)s)")
+    p.add_argument("--backlog-tasks", type=int, default=defaults.backlog_tasks,
+                   help="tasks queued before the listener runs, for backlog (default %(default)s)")
     p.add_argument("--latency-rate", type=float, default=defaults.latency_rate,
                    help="messages/s for latency (default %(default)s)")
     p.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     sizes = Sizes(
         messages=args.messages, worker_messages=args.worker_messages, memory_messages=args.memory_messages,
+        memory_tasks=args.memory_tasks, backlog_tasks=args.backlog_tasks,
         latency_rate=args.latency_rate, latency_seconds=args.latency_seconds, partitions=args.partitions,
         raw_repeats=args.raw_repeats,
     )

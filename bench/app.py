@@ -21,12 +21,14 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from kbridge import BaseConsumer, KBridge
+from kbridge.routing.route import DEFAULTS as ROUTE_DEFAULTS
 
 from .config import BenchConfig, done_key
 
 BARE_TASK = "bench.bare"
 BARE_ACKS_LATE_TASK = "bench.bare_acks_late"
-BENCHES = ("enqueue", "batch", "permsg", "memory", "latency", "ordered", "unordered", "dedup")
+BENCHES = ("enqueue", "enqueue_small", "enqueue_medium", "batch", "permsg", "permsg_pack", "memory", "latency",
+           "backlog", "ordered", "unordered", "dedup")
 
 CONFIG = BenchConfig.from_env()
 
@@ -89,6 +91,10 @@ class KeyedConsumer(BaseConsumer):
 
 CONSUMERS: dict[str, tuple[type[BaseConsumer], dict[str, Any]]] = {
     "enqueue": (CountingConsumer, {}),
+    "enqueue_small": (CountingConsumer, {}),
+    "enqueue_medium": (CountingConsumer, {}),
+    "permsg_pack": (CountingConsumer, {"pack": 50}),
+    "backlog": (CountingConsumer, {}),
     "batch": (BatchConsumer, {"batch_consuming": True}),
     "permsg": (CountingConsumer, {}),
     "memory": (CountingConsumer, {}),
@@ -129,6 +135,8 @@ def build(config: BenchConfig) -> tuple[KBridge, Celery]:
     )
     for bench in BENCHES:
         consumer, options = CONSUMERS[bench]
+        if "pack" in options and "pack" not in ROUTE_DEFAULTS:
+            continue  # a kbridge without pack=N (measuring an older version)
         kb.consumer_group(bench).topic(config.topic(bench), consumer=consumer, queue=config.queue(bench), **options)
     return kb, celery_app
 

@@ -41,6 +41,8 @@ class Sizes:
     messages: int = 40_000
     worker_messages: int = 9_000
     memory_messages: int = 50_000
+    memory_tasks: int = 100_000  # redismem: tasks queued per side
+    backlog_tasks: int = 500_000  # backlog: tasks queued before the listener runs
     latency_rate: float = 200.0
     latency_seconds: float = 15.0
     partitions: int = 3
@@ -255,6 +257,7 @@ def in_process_listener(
     bench: Bench, kb: KBridge, group: str, ends: Ends, name: str,
     paused: Callable[[str, str, int], bool] | None = None,
     before_start: Callable[[TimedProcessor], None] | None = None,
+    kind: type[TimedProcessor] | None = None,
 ) -> Iterator[TimedProcessor]:
     """Run a TimedProcessor on a thread of this process; stop it (commit, leave the group) on exit.
 
@@ -262,7 +265,7 @@ def in_process_listener(
     are written to <profile_dir>/<name>.prof.
     """
     stop = threading.Event()
-    processor = TimedProcessor(kb, group, stop, ends, paused)
+    processor = (kind or TimedProcessor)(kb, group, stop, ends, paused)
     if before_start is not None:
         before_start(processor)
 

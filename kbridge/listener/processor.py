@@ -30,6 +30,7 @@ from ..routing.patterns import subscription
 from . import undecodable
 from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
+from .heap import release_free_memory
 from .offsets import OffsetTracker
 from .steps import Chain, Fetched, Pending, StepContext, build_chain
 
@@ -176,6 +177,7 @@ class GroupProcessor:
                 self.runtime.backend(name).housekeeping()
             except Exception as exc:  # the broker may be down; enqueueing reports that already
                 log.debug("housekeeping of backend %s failed: %s", name, exc)
+        release_free_memory()
 
     def _connect_with_backoff(self) -> KafkaConsumer | None:
         """Kafka down at start is a state to wait out with backoff, not a crash loop."""

@@ -15,6 +15,7 @@ from ..payloads import payload_model_problems, typed_deserializer
 from ..perform.duplicates import skip_duplicates_problems
 from .flow import breaker_problems, flow_options, flow_problems
 from .names import name_problem
+from .pack import pack_problems
 
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
     "ordering": None,  # "partition" or "key": run in offset order per partition or per message key (celery)
     "skip_duplicates": False,  # True: perform() completes at most once per (group, topic, partition, offset)
+    # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
+    "pack": None,
 }
 
 
@@ -87,6 +90,8 @@ class Route:
     # Execution order and duplicates (kbridge/backends/celery/ordering.py, kbridge/perform/duplicates.py)
     ordering: str | None = None
     skip_duplicates: bool = False
+    # pack: messages per task, perform() still once per message (kbridge/routing/pack.py)
+    pack: int | None = None
 
     @property
     def route_id(self) -> str:
@@ -169,6 +174,7 @@ def build_route(
     problems.extend(payload_model_problems(where, opts))
     problems.extend(flow_problems(where, opts) + breaker_problems(where, opts))
     problems.extend(ordering_problems(where, opts, backend) + skip_duplicates_problems(where, opts))
+    problems.extend(pack_problems(where, opts, backend, plugin is not None and plugin.performs_in_listener))
     if problems:
         raise ConfigError(problems)
 
@@ -194,6 +200,7 @@ def build_route(
         **flow_options(opts),
         ordering=opts["ordering"],
         skip_duplicates=opts["skip_duplicates"],
+        pack=opts["pack"],
     )
 
 

@@ -182,6 +182,27 @@ class HeadersConsumer(BaseConsumer):
         raise RuntimeError("dead-letter me")
 
 
+class PackedConsumer(BaseConsumer):
+    """Packed: records the task each message ran in; {"hold": true} waits on its first run (the test kills it),
+    {"fail": true} always fails."""
+
+    def perform(self) -> None:
+        from celery import current_task
+
+        p = self.params
+        attempt = _calls(self, "attempts")
+        store().rpush(f"{RUN}:tasks:{p.topic}", current_task.request.id)
+        if p.payload.get("hold") and attempt == 1:
+            store().rpush(f"{RUN}:started:{p.topic}:{p.partition}:{p.offset}", os.getpid())
+            time.sleep(30)
+        if p.payload.get("fail"):
+            raise RuntimeError(f"failing inside a pack at offset {p.offset}")
+        record(self)
+
+    def after_failure(self, exc: BaseException) -> None:
+        _note_failure(self, exc)
+
+
 app.topic(f"{RUN}.events", consumer=RecordingConsumer)
 app.topic(f"{RUN}.inline", consumer=RecordingConsumer, backend="inline")
 app.topic(f"{RUN}.binary", consumer=BinaryConsumer, deserializer=raw_bytes)
@@ -248,3 +269,5 @@ def _count_skips(event: str, payload: dict[str, Any]) -> None:
 
 
 app.monitor.subscribe("duplicate_skipped", _count_skips)
+app.topic(f"{RUN}.packed", consumer=PackedConsumer, pack=10, max_retries=2, retry_backoff=0.2,
+          retry_backoff_max=0.5)

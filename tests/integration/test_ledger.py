@@ -1,7 +1,9 @@
-"""The delivery ledger on a real Redis: a task lost between BRPOP and unacked comes back, once."""
+"""The delivery ledger on a real Redis and Kafka: a task lost between BRPOP and unacked comes back, once,
+rebuilt from Kafka; the ledger holds coordinates, not copies."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -10,53 +12,88 @@ import pytest
 import redis
 from celery import Celery
 
+from kbridge import BaseConsumer, KBridge
 from kbridge.backends.celery import ledger
 from kbridge.backends.celery.redis_pipeline import RedisPipelinePublisher
-from kbridge.interchange import to_wire
-from kbridge.params import Params
-from kbridge.testing.services import RedisService
+from kbridge.backends.celery.refetch import KafkaRefetch
+from kbridge.interchange import params_from_record, to_wire
+from kbridge.params import json_deserializer
+from kbridge.testing.kafka import create_topics, produce, read_topic
+from kbridge.testing.services import KafkaService, RedisService
 
 pytestmark = pytest.mark.integration
 
 
+class Nothing(BaseConsumer):
+    def perform(self) -> None:
+        pass
+
+
 @pytest.fixture
-def setup(kbridge_redis: RedisService):  # type: ignore[no-untyped-def]
-    queue = f"ledger-{uuid.uuid4().hex[:8]}"
-    app = Celery("ledger", broker=kbridge_redis.url)
-    publisher = RedisPipelinePublisher(app, redelivery_after=0.5)
+def setup(kbridge_redis: RedisService, kbridge_kafka: KafkaService):  # type: ignore[no-untyped-def]
+    run = uuid.uuid4().hex[:8]
+    queue, topic = f"ledger-{run}", f"ledger-{run}"
+    create_topics(kbridge_kafka.bootstrap, [topic], 1)
+    produce(kbridge_kafka.bootstrap, topic, [json.dumps({"n": i, "pad": "x" * 200}).encode() for i in range(6)])
+    records = read_topic(kbridge_kafka.bootstrap, topic, 6)
+    celery_app = Celery("ledger", broker=kbridge_redis.url)
+    app = KBridge(client_id="ledger", kafka={"bootstrap_servers": kbridge_kafka.bootstrap}, celery=celery_app)
+    app.topic(topic, consumer=Nothing)
+    route = app.routes.find(f"ledger_{topic}/{topic}")
+    refetch = KafkaRefetch(app.settings, app.routes)
+    publisher = RedisPipelinePublisher(celery_app, redelivery_after=0.5, rebuild=refetch)
     client = redis.Redis.from_url(kbridge_redis.url)
 
-    def publish(n: int) -> list[str]:
-        argsets = [["g/t", [to_wire(Params(topic="t", partition=0, offset=i, raw_payload=b"{}"))]] for i in range(n)]
-        publisher.publish("kbridge.perform", queue, "g/t", argsets, 15, 5)
+    def publish(offsets: list[int]) -> list[str]:
+        wire = [to_wire(params_from_record(records[o], json_deserializer)) for o in offsets]
+        publisher.publish("kbridge.perform", queue, route.shadow, [[route.route_id, [w]] for w in wire], 15, 5)
         return [json.loads(m)["headers"]["id"] for m in client.lrange(queue, 0, -1)[::-1]]
 
-    yield queue, publisher, client, publish
-    client.delete(queue, ledger.ledger_key(queue), ledger.index_key(queue))
+    yield queue, publisher, client, publish, route
+    refetch.close()
+    client.delete(*ledger.keys(queue))
 
 
-def test_each_enqueued_task_has_a_ledger_entry(setup) -> None:  # type: ignore[no-untyped-def]
-    queue, _, client, publish = setup
-    ids = publish(3)
-    assert set(k.decode() for k in client.hkeys(ledger.ledger_key(queue))) == set(ids)
+def test_each_enqueued_task_has_an_entry_of_coordinates_only(setup) -> None:  # type: ignore[no-untyped-def]
+    queue, _, client, publish, route = setup
+    ids = publish([0, 1, 2])
+    entries = [e.decode() for e in client.zrange(ledger.ledger_key(queue), 0, -1)]
+    code = ledger.place_code(ledger.place(route.route_id, route.name, 0))
+    assert entries == [f"{i} {code} {o}" for o, i in enumerate(ids)]  # in queue order
+    assert client.hgetall(ledger.places_key(queue)) == {code.encode(): f"{route.route_id} {route.name} 0".encode()}
     assert json.loads(client.lindex(queue, -1))["headers"][ledger.HEADER] == queue
+    assert all(len(e) < 48 for e in entries), "an entry is a few coordinates, never the payload"
 
 
-def test_a_task_lost_in_the_delivery_window_is_requeued_once(setup) -> None:  # type: ignore[no-untyped-def]
-    queue, publisher, client, publish = setup
-    lost, queued, running, done = publish(4)
-    client.delete(queue)  # a worker took all four off the queue (BRPOP); then:
-    entry = {i: json.loads(client.hget(ledger.ledger_key(queue), i)) for i in (queued, running)}
-    client.hset("unacked", f"tag-{running}", json.dumps([entry[running], "", queue]))  # 'running' reached unacked
-    entry[queued]["headers"]["retries"] = 1  # 'queued' waits as a retry, in a new envelope
-    client.lpush(queue, json.dumps(entry[queued]))
-    ledger.clear(client, queue, done)  # 'done' finished and closed its entry; 'lost' is nowhere
+def test_a_task_lost_in_the_delivery_window_is_rebuilt_from_kafka_and_requeued_once(setup) -> None:  # type: ignore[no-untyped-def]
+    queue, publisher, client, publish, route = setup
+    lost, running, done, waiting = publish([1, 2, 3, 4])
+    for _ in range(3):  # a worker took three off the queue (BRPOP); 'waiting' is still queued
+        client.rpop(queue)
+    by_id = {e.decode().split(" ")[0]: e for e in client.zrange(ledger.ledger_key(queue), 0, -1)}
+    client.hset("unacked", running, "[]")  # 'running' reached unacked (our delivery tag is the task id)
+    ledger.clear(client, queue, by_id[done].decode())  # 'done' finished and closed its entry; 'lost' is nowhere
 
-    time.sleep(0.6)
     assert publisher.reap() == 0, "a first miss is only a suspicion: a close may still be on its way"
-    time.sleep(ledger.SUSPECT_GRACE)
+    time.sleep(ledger.SUSPECT_GRACE + 0.1)
     assert publisher.reap() == 1
-    ids = [json.loads(m)["headers"]["id"] for m in client.lrange(queue, 0, -1)]
-    assert ids.count(lost) == 1 and running not in ids and done not in ids
-    assert publisher.reap() == 0, "re-armed: not pushed again at once"
-    client.hdel("unacked", f"tag-{running}")
+    queued = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    ids = [m["headers"]["id"] for m in queued]
+    assert ids == [lost, waiting], "the lost task is queued again, under its own id; nothing else is"
+    args = json.loads(base64.b64decode(queued[0]["body"]))[0]
+    assert args[0] == route.route_id and [m["offset"] for m in args[1]] == [1]
+    assert json.loads(args[1][0]["payload"])["n"] == 1, "rebuilt with its payload, read again from Kafka"
+    assert queued[0]["headers"]["shadow"] == route.shadow
+    assert publisher.reap() == 0, "re-ranked behind 'waiting': not pushed again"
+    client.hdel("unacked", running)
+
+
+def test_the_reaper_looks_at_taken_tasks_only_however_long_the_queue(setup) -> None:  # type: ignore[no-untyped-def]
+    queue, publisher, client, publish, _ = setup
+    publish([0])
+    client.rpop(queue)  # taken, then lost
+    for _ in range(20):
+        publish([1, 2, 3, 4, 5])  # a backlog behind it
+    reaper = publisher.reapers[queue]
+    assert reaper._taken_off_the_queue(1000) is not None
+    assert len(reaper._taken_off_the_queue(1000) or []) == 1, "only the task taken off the queue is looked at"

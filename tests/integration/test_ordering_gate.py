@@ -16,6 +16,7 @@ import redis
 from celery import Celery
 
 from kbridge import BaseConsumer, KBridge
+from kbridge.backends.celery import ledger
 from kbridge.backends.celery.ordering import OrderingStage, Registrar
 from kbridge.interchange import to_wire
 from kbridge.params import Params, ParamsBatch
@@ -79,8 +80,10 @@ def test_a_successor_parks_until_its_predecessor_settles_then_is_queued_again(ga
     gate.stage.after(a, Performed(1))
     [released] = gate.queued()
     assert released["headers"]["retries"] == 1  # parking spent no attempt
-    assert released["headers"]["id"] != "b" and gate.client.hexists(f"kbridge.ledger.{gate.queue}",
-                                                                     released["headers"]["id"])
+    released_id = released["headers"]["id"]
+    # the released task has its ledger entry, ranked below every queued task
+    entry = ledger.entry(released_id, gate.route.route_id, [to_wire(second)])
+    assert released_id != "b" and gate.client.zscore(ledger.ledger_key(gate.queue), entry) == 0
     body = json.loads(base64.b64decode(released["body"]))
     assert body[0][1][0]["offset"] == 2
     assert gate.stage.before(gate.job(second, released["headers"]["id"])) is None  # now it runs

@@ -6,6 +6,7 @@ tests run with tracing off); they make kbridge's tracer one of their own provide
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -186,8 +187,8 @@ def test_the_task_message_carries_the_trace_headers_and_the_worker_reads_them() 
     assert tracing.outgoing({"traceparent": "p", "id": "t"}) == {"traceparent": "p"}
 
     publisher = redis_pipeline.RedisPipelinePublisher.__new__(redis_pipeline.RedisPipelinePublisher)
-    publisher.origin, publisher.reply_to = "o", "r"
-    message = publisher.message("id1", "kbridge.perform", "q", "g/t", ["g/t", []], 70, 60)
+    publisher.origin, publisher.reply_to, publisher._templates = "o", "r", {}
+    message = json.loads(publisher.message("id1", "kbridge.perform", "q", "g/t", ["g/t", []], 70, 60))
     assert "traceparent" not in message["headers"]  # the wire format of untraced tasks is unchanged
 
 

@@ -44,12 +44,14 @@ class CeleryPlugin:
         from ...perform.gates import store_problems
         from .ordering import broker_problems
         from .publisher import CeleryBackend
+        from .refetch import KafkaRefetch
 
         if runtime.celery is None:
             raise RuntimeError("the celery backend needs the app's Celery app")  # refused when routes are declared
         if problems := broker_problems(runtime.celery, list(runtime.routes)) + store_problems(runtime):
             raise ConfigError(problems)
-        return CeleryBackend(runtime.celery, runtime.settings.redelivery_after)
+        return CeleryBackend(runtime.celery, runtime.settings.redelivery_after,
+                             KafkaRefetch(runtime.settings, runtime.routes))
 
 
 PLUGIN = CeleryPlugin()

@@ -36,7 +36,7 @@ from celery.exceptions import Reject
 from ...params import Params, ParamsBatch
 from ...perform.job import DeadLettered, Job, Outcome, Performed, Skipped
 from ...perform.stage import Stage
-from . import redis_pipeline
+from . import ledger, redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
 
 if TYPE_CHECKING:
@@ -101,10 +101,12 @@ for _, id in ipairs(ids) do
   local v = redis.call('HGET', messages, id)
   if v then
     local cut = string.find(v, '\\n', 1, true)
-    local queue, msg = string.sub(v, 1, cut - 1), string.sub(v, cut + 1)
+    local cut2 = string.find(v, '\\n', cut + 1, true)
+    local queue, entry, msg = string.sub(v, 1, cut - 1), string.sub(v, cut + 1, cut2 - 1), string.sub(v, cut2 + 1)
     redis.call('RPUSH', queue, msg)
-    redis.call('HSET', 'kbridge.ledger.' .. queue, id, msg)
-    redis.call('ZADD', 'kbridge.ledger_index.' .. queue, now, id)
+    -- its ledger entry (ledger.ledger_key), ranked 0: below every queued task, so the reaper sees it as
+    -- taken once it is, and checks that it then runs
+    redis.call('ZADD', 'kbridge.pending.' .. queue, 0, entry)
     redis.call('HDEL', messages, id)
   end
   redis.call('ZREM', parked, id)
@@ -207,10 +209,12 @@ class OrderingStage(Stage):
             args[6] = parked_id = publisher.next_id()
             queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or (
                 route.queue or self.celery_app.conf.task_default_queue)
-            message = publisher.message(parked_id, TASK_NAME, queue, route.shadow, list(request.args),
-                                        route.timeout + HARD_LIMIT_GRACE, route.timeout)
-            message["headers"]["retries"] = request.retries or 0  # parking spends no attempt
-            args[7] = f"{queue}\n{redis_pipeline.encode(message)}"
+            task_args = list(request.args)
+            message = publisher.message(parked_id, TASK_NAME, queue, route.shadow, task_args,
+                                        route.timeout + HARD_LIMIT_GRACE, route.timeout,
+                                        {"retries": request.retries or 0})  # parking spends no attempt
+            # What the release pushes: the queue, the ledger entry it then gets, and the message.
+            args[7] = f"{queue}\n{ledger.entry(parked_id, task_args[0], task_args[1])}\n{message}"
             verdict, done = self._gate(args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         if verdict == "done":

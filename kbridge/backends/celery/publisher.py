@@ -15,6 +15,7 @@ from ...errors import EnqueueError
 from ...instrumentation.tracing import outgoing
 from ...interchange import to_wire
 from ...params import Params, carried
+from ...routing.pack import task_time_limits, task_units
 from ...routing.route import Route
 from . import ordering, redis_pipeline
 from .task import HARD_LIMIT_GRACE, TASK_NAME
@@ -24,17 +25,20 @@ if TYPE_CHECKING:
     from kafka import TopicPartition
     from kombu.connection import Connection
 
+    from .refetch import KafkaRefetch
+
 
 class CeleryBackend:
-    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float, refetch: KafkaRefetch | None = None) -> None:
         self.celery_app = celery_app
         self.redelivery_after = redelivery_after
+        self.refetch = refetch  # rebuilds a task the Redis broker lost, from Kafka
         self._fast: dict[str, redis_pipeline.RedisPipelinePublisher | None] = {}
         self._connection: Connection | None = None
         self._registrar: ordering.Registrar | None = None
 
     def enqueue(self, route: Route, messages: Sequence[Params]) -> None:
-        units = [messages] if route.batch_consuming else [[m] for m in messages]
+        units = task_units(route, messages)
         argsets = [[route.route_id, [to_wire(p) for p in unit]] for unit in units]
         queue = route.queue or self.celery_app.conf.task_default_queue
         fast = self._fast_publisher(queue)
@@ -43,7 +47,7 @@ class CeleryBackend:
         try:
             if fast is not None:
                 also = self._ordering(fast).adder(route, messages) if route.ordering else None
-                fast.publish(TASK_NAME, queue, route.shadow, argsets, route.timeout + HARD_LIMIT_GRACE, route.timeout,
+                fast.publish(TASK_NAME, queue, route.shadow, argsets, *task_time_limits(route, HARD_LIMIT_GRACE),
                              headers, also)
                 return
             confirmed = 0
@@ -62,7 +66,8 @@ class CeleryBackend:
         if queue not in self._fast:
             ok = redis_pipeline.supports(self.celery_app, queue)
             self._fast[queue] = (
-                redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after) if ok else None
+                redis_pipeline.RedisPipelinePublisher(self.celery_app, self.redelivery_after, self.refetch)
+                if ok else None
             )
         return self._fast[queue]
 
@@ -78,6 +83,8 @@ class CeleryBackend:
         return self._registrar
 
     def close(self) -> None:
+        if self.refetch is not None:
+            self.refetch.close()
         connection: Any = self._connection
         self._connection = None
         if connection is not None:
@@ -95,14 +102,15 @@ class CeleryBackend:
             if conn.transport.driver_type == "amqp":
                 conn.transport_options["confirm_publish"] = True  # publish returns only once the broker has it
             self._connection = conn
+        limits = task_time_limits(route, HARD_LIMIT_GRACE)
         try:
             self.celery_app.tasks[TASK_NAME].apply_async(
                 args=args,
                 queue=route.queue,
                 shadow=route.shadow,
                 serializer="json",
-                soft_time_limit=route.timeout,
-                time_limit=route.timeout + HARD_LIMIT_GRACE,
+                time_limit=limits[0],
+                soft_time_limit=limits[1],
                 # retry=False: an outage must surface here, so the listener pauses the partition
                 # instead of kombu retrying behind its back.
                 retry=False,

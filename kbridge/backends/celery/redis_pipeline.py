@@ -1,10 +1,11 @@
-"""The fast path to a Redis broker: one pipeline of LPUSHes per poll batch.
+"""The fast path to a Redis broker: one LPUSH per poll batch.
 
 Each entry is the Celery protocol-2 message that kombu's Redis transport itself
 stores for `apply_async` (JSON body, base64-encoded, headers and properties as
 Celery writes them), so an unmodified `celery worker` consumes it. Building it
-here skips kombu's per-message publish round trip; the transaction's success is the
-broker's confirmation. Each task also gets a ledger entry (see ledger.py).
+here skips kombu's per-message publish round trip; the script's success is the
+broker's confirmation. Each task also gets a ledger entry (see ledger.py), written by the
+same script as its LPUSH.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import base64
 import itertools
 import json
 import os
+import re
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,25 @@ from . import ledger
 if TYPE_CHECKING:
     from celery import Celery
 
+# entry -> (task name, shadow, args, time limit, soft time limit) of the task rebuilt from Kafka, or None when
+# it cannot be rebuilt now
+Rebuild = Callable[[ledger.Entry], "tuple[str, str, list[Any], float, float] | None"]
+
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+_PLAIN = re.compile(r"[^\"\\\x00-\x1f\x7f-\uffff]*")  # needs no escaping inside a JSON string
+
+
+def _dumps_body_std(value: Any) -> bytes:
+    return _dumps(value).encode("utf-8")
+
+
+try:  # orjson, when installed, encodes the task body (the payloads) several times faster
+    import orjson
+
+    dumps_body: Callable[[Any], bytes] = orjson.dumps
+except ImportError:  # pragma: no cover - the standard encoder gives the same JSON values
+    dumps_body = _dumps_body_std
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -48,13 +66,16 @@ def supports(celery_app: Celery, queue: str) -> bool:
 
 
 class RedisPipelinePublisher:
-    def __init__(self, celery_app: Celery, redelivery_after: float) -> None:
+    def __init__(self, celery_app: Celery, redelivery_after: float, rebuild: Rebuild | None = None) -> None:
         conf = celery_app.conf
         self.client = redis.Redis.from_url(conf.broker_write_url or conf.broker_url)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
-        self._id_prefix = str(uuid.uuid4())[:24]  # 8-4-4-4 hex groups and a dash, then a 12-digit counter
+        self._id_prefix = f"{uuid.uuid4().hex[:14]}-"  # 56 random bits, then a counter: short, as it is stored 5 times
         self._counter = itertools.count()
+        self._record = self.client.register_script(ledger.RECORD)
+        self._templates: dict[tuple[str, str, str, float, float], Template] = {}
+        self.rebuild = rebuild
         options = conf.broker_transport_options or {}
         self.reapers: dict[str, ledger.Reaper] = {}
         self._reaper_args = (redelivery_after, options.get("unacked_key", ledger.UNACKED_KEY))
@@ -64,32 +85,57 @@ class RedisPipelinePublisher:
         time_limit: float, soft_time_limit: float, headers: Sequence[dict[str, str]] | None = None,
         also: Callable[[Any], None] | None = None,
     ) -> None:
-        """LPUSH one task message per argset, each with its ledger entry, in one MULTI/EXEC.
+        """LPUSH one task message per argset, each with its ledger entry, in one atomic script.
 
-        Raises if the transaction fails; then nothing of it is confirmed, and nothing was written.
-        also(pipe) adds commands to the same transaction (an ordered route's registration).
+        Raises if the script fails; then nothing of it is confirmed.
+        also(pipe) adds commands to the same MULTI/EXEC as the script (an ordered route's registration).
         """
         if queue not in self.reapers:
-            self.reapers[queue] = ledger.Reaper(self.client, queue, *self._reaper_args)
-        entries: dict[str, str] = {}
+            self.reapers[queue] = ledger.Reaper(self.client, queue, self._reaper_args[0],
+                                                lambda e, t: self._requeue(queue, e, t), self._reaper_args[1])
+        messages: list[str] = []
+        entries: list[str] = []
+        places: dict[str, str] = {}
         for i, args in enumerate(argsets):
             task_id = self.next_id()
-            message = self.message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
-            if headers and headers[i]:
-                message["headers"].update(headers[i])  # extra task headers (trace context)
-            entries[task_id] = _dumps(message)
-        # Three commands per batch, not per message. One LPUSH of many values keeps their order
-        # for BRPOP, the same as one LPUSH each.
+            messages.append(self.message(task_id, task_name, queue, shadow, args, time_limit, soft_time_limit,
+                                          headers[i] if headers else None))
+            entries.append(ledger.entry(task_id, args[0], args[1]))
+            first = args[1][0]
+            where = ledger.place(args[0], first["topic"], first["partition"])
+            places[ledger.place_code(where)] = where
+        # One round trip per batch. One LPUSH of many values keeps their order for BRPOP.
+        argv = self._argv("", places, messages, entries)
+        if also is None:
+            self._record(keys=ledger.keys(queue), args=argv)
+            return
         pipe = self.client.pipeline(transaction=True)
-        if also is not None:
-            also(pipe)
-        pipe.lpush(queue, *entries.values())
-        ledger.record_many(pipe, queue, entries, time.time())
+        also(pipe)
+        self._record(keys=ledger.keys(queue), args=argv, client=pipe)
         pipe.execute()
+
+    @staticmethod
+    def _argv(drop: str, places: dict[str, str], messages: list[str], entries: list[str]) -> list[str]:
+        return [drop, str(len(places)), *(x for pair in places.items() for x in pair), *messages, *entries]
+
+    def _requeue(self, queue: str, entry: ledger.Entry, old: str) -> bool:
+        """Rebuild a lost task from Kafka and queue it again under its own id, with its entry re-ranked."""
+        if self.rebuild is None:
+            return False
+        rebuilt = self.rebuild(entry)
+        if rebuilt is None:
+            return False
+        task_name, shadow, args, time_limit, soft_time_limit = rebuilt
+        message = self.message(entry.task_id, task_name, queue, shadow, args, time_limit, soft_time_limit)
+        first = args[1][0]
+        where = ledger.place(args[0], first["topic"], first["partition"])
+        self._record(keys=ledger.keys(queue), args=self._argv(
+            old, {ledger.place_code(where): where}, [message], [ledger.entry(entry.task_id, args[0], args[1])]))
+        return True
 
     def next_id(self) -> str:
         """Unique task ids without a uuid4 (an os.urandom call) per message: a random prefix and a counter."""
-        return f"{self._id_prefix}{next(self._counter):012x}"
+        return f"{self._id_prefix}{next(self._counter):09x}"
 
     def reap(self) -> int:
         """Re-queue tasks the broker lost between delivery and unacked bookkeeping."""
@@ -97,11 +143,34 @@ class RedisPipelinePublisher:
 
     def message(
         self, task_id: str, task_name: str, queue: str, shadow: str, args: list[Any], time_limit: float,
+        soft_time_limit: float, extra: dict[str, Any] | None = None,
+    ) -> str:
+        """The task message as JSON text: the constant envelope of its queue, route and limits, rendered once,
+        with the task's id, encoded body and argsrepr put in its slots. Nothing is encoded twice.
+        extra: task headers of this message alone (trace context, retries); such a message is encoded whole."""
+        key = (task_name, queue, shadow, time_limit, soft_time_limit)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) > 1000:
+                self._templates.clear()
+            template = self._templates[key] = Template(
+                _dumps(self._envelope(_slot("id"), task_name, queue, shadow, _slot("body"), _slot("argsrepr"),
+                                      time_limit, soft_time_limit)))
+        body = base64.b64encode(dumps_body([args, {}, _EMBED])).decode("ascii")
+        if extra:
+            envelope = self._envelope(task_id, task_name, queue, shadow, body, _argsrepr(args), time_limit,
+                                      soft_time_limit)
+            envelope["headers"].update(extra)
+            return _dumps(envelope)
+        return template.render({"id": task_id, "body": body, "argsrepr": _json_text(_argsrepr(args))})
+
+    def _envelope(
+        self, task_id: str, task_name: str, queue: str, shadow: str, body: str, argsrepr: str, time_limit: float,
         soft_time_limit: float,
     ) -> dict[str, Any]:
-        body = _dumps([args, {}, _EMBED]).encode("utf-8")
+        """What kombu's Redis transport stores for apply_async: the one place the envelope's shape is defined."""
         return {
-            "body": base64.b64encode(body).decode("ascii"),
+            "body": body,
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": {
@@ -117,7 +186,7 @@ class RedisPipelinePublisher:
                 "timelimit": [time_limit, soft_time_limit],
                 "root_id": task_id,
                 "parent_id": None,
-                "argsrepr": _argsrepr(args),
+                "argsrepr": argsrepr,
                 "kwargsrepr": "{}",
                 "origin": self.origin,
                 "ignore_result": False,
@@ -136,6 +205,35 @@ class RedisPipelinePublisher:
                 "delivery_tag": task_id,  # unique per message; kombu gives retries tags of their own
             },
         }
+
+
+def _slot(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+class Template:
+    """JSON text with named slots (strings rendered by _slot) to fill with JSON-safe text."""
+
+    def __init__(self, text: str) -> None:
+        parts: list[str] = re.split(r"\\u0000(\w+)\\u0000", text)
+        positions: dict[str, list[int]] = {}
+        for index in range(1, len(parts), 2):
+            positions.setdefault(parts[index], []).append(index)
+        self._parts = parts
+        self._positions = [(name, tuple(at)) for name, at in positions.items()]
+
+    def render(self, values: dict[str, str]) -> str:
+        out = self._parts.copy()
+        for name, positions in self._positions:
+            value = values[name]
+            for index in positions:
+                out[index] = value
+        return "".join(out)
+
+
+def _json_text(text: str) -> str:
+    """text as it stands inside a JSON string."""
+    return text if _PLAIN.fullmatch(text) else _dumps(text)[1:-1]
 
 
 def _argsrepr(args: list[Any]) -> str:

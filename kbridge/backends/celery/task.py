@@ -102,7 +102,7 @@ def register_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
             # This message is done with, whatever happened: performed, dead-lettered, refused, or
             # handed to Celery's retry as a new message. Only a killed process skips this; then
             # Celery requeues the same message and the entry stays open for it.
-            _clear_ledger(task)
+            _clear_ledger(task, args)
 
     @worker_process_shutdown.connect(weak=False)
     def _close_producer(**_: Any) -> None:
@@ -134,8 +134,9 @@ class TaskRequest:
         self.route: Route = runtime.routes.find(route_id)
         if not isinstance(messages, list) or not messages:
             raise WireError(f"messages must be a non-empty list, got {str(messages)[:80]!r}")
-        if not self.route.batch_consuming and len(messages) != 1:
-            raise WireError(f"route {route_id!r} takes one message per task, got {len(messages)}")
+        if not self.route.batch_consuming and len(messages) > (self.route.pack or 1):
+            takes = f"at most {self.route.pack} message(s)" if self.route.pack else "one message"
+            raise WireError(f"route {route_id!r} takes {takes} per task, got {len(messages)}")
         if self.route.max_batch_size is not None and len(messages) > self.route.max_batch_size:
             raise WireError(f"route {route_id!r} takes at most {self.route.max_batch_size} messages per task "
                             f"(max_batch_size), got {len(messages)}")
@@ -184,12 +185,18 @@ class CeleryScheduler:
         retry_task(self.task, exc=retry.error, countdown=retry.countdown)
 
     def dead_letter_again(self, job: Job, pending: DeadLetterPending) -> None:
-        countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
-        log.error("dead letters of %s wait for Kafka: retrying only the dead-letter step in %.1fs (try %d)",
-                  job, countdown, pending.tries + 1)
-        resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
-                  "tries": pending.tries + 1}
+        countdown, resume = dead_letter_retry(job, pending)
         retry_task(self.task, exc=pending.cause, countdown=countdown, kwargs={RESUME_KWARG: resume})
+
+
+def dead_letter_retry(job: Job, pending: DeadLetterPending) -> tuple[float, dict[str, Any]]:
+    """(countdown, the resume kwarg) of a dead-letter-only retry."""
+    countdown = backoff(DEAD_LETTER_RETRY_BACKOFF, DEAD_LETTER_RETRY_BACKOFF_MAX, pending.tries - 1)
+    log.error("dead letters of %s wait for Kafka: retrying only the dead-letter step in %.1fs (try %d)",
+              job, countdown, pending.tries + 1)
+    resume = {**pending.failure.to_wire(), "attempts": pending.attempts, "sent": pending.sent,
+              "tries": pending.tries + 1}
+    return countdown, resume
 
 
 def retry_task(task: Any, **options: Any) -> NoReturn:
@@ -212,6 +219,10 @@ def run_task(task: Any, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[st
         request = TaskRequest(runtime, args, kwargs)
     except (UnknownRouteError, WireError) as exc:
         _refuse(task, runtime, args, kwargs, exc)
+    if request.route.pack is not None:
+        from .pack import run_pack
+
+        return run_pack(task, runtime, request, args, kwargs)
     request.batch[0].carrier = task_carrier(task.request)  # trace context from the task message's headers
     runner = runtime.runner(enforce_timeout=False)  # Celery enforces the soft and hard limits
     scheduler = CeleryScheduler(task)
@@ -256,8 +267,9 @@ def _ledger_closer(url: str) -> ledger.Closer:
     return _closers[key]
 
 
-def _clear_ledger(task: Any) -> None:
+def _clear_ledger(task: Any, args: tuple[Any, ...]) -> None:
     """Close the task's ledger entry (Redis fast path only), batched off the task's own time."""
     queue = getattr(task.request, ledger.HEADER, None)
-    if queue:
-        _ledger_closer(task.app.conf.broker_url).close_entry(queue, task.request.id)
+    entry = ledger.entry_of_task(task.request.id, args) if queue else None
+    if queue and entry is not None:
+        _ledger_closer(task.app.conf.broker_url).close_entry(str(queue), entry)
