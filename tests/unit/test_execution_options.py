@@ -182,3 +182,16 @@ def test_an_unreachable_store_retries_the_message_rather_than_running_it_uncheck
     outcome = DuplicateSkipStage(Unreachable()).before(job(route, [1]))
     assert isinstance(outcome, Retry) and isinstance(outcome.error, ConnectionError)
     assert PERFORMED == []
+
+
+def test_each_topic_of_an_ordered_pattern_route_keeps_its_own_order_state() -> None:
+    """Two topics matching one pattern route are two orders: sharing state would skip the second's offsets."""
+    from kbridge.backends.celery.ordering import registration
+
+    app = KBridge(client_id="shop", kafka={"bootstrap_servers": "127.0.0.1:9092"},
+                  celery=Celery("shop", broker="redis://127.0.0.1:1/0"))
+    with app.consumer_group("tenants") as group:
+        route = group.pattern("tenants", r"tenant\..+", consumer=Counting, ordering="partition")
+    states = {args[0] for topic in ("tenant.acme", "tenant.bob")
+              for args in registration(route, [Params(topic=topic, partition=0, offset=5, raw_payload=b"{}")])}
+    assert states == {"kbridge.order.shop_tenants.tenant.acme.0", "kbridge.order.shop_tenants.tenant.bob.0"}

@@ -131,8 +131,9 @@ def broker_problems(celery_app: Celery, routes: Sequence[Route]) -> list[str]:
     return problems
 
 
-def base(route: Route, partition: int) -> str:
-    return f"kbridge.order.{route.group_id}.{route.name}.{partition}"
+def base(route: Route, topic: str, partition: int) -> str:
+    """The state of one partition of one topic: a pattern route's topics each keep their own order."""
+    return f"kbridge.order.{route.group_id}.{topic}.{partition}"
 
 
 def order_key(route: Route, params: Params) -> str:
@@ -148,10 +149,10 @@ def order_key(route: Route, params: Params) -> str:
 
 def registration(route: Route, messages: Sequence[Params]) -> list[list[Any]]:
     """The REGISTER script's arguments, one list per partition, for the listener's enqueue transaction."""
-    by_partition: dict[int, list[Any]] = {}
+    by_partition: dict[tuple[str, int], list[Any]] = {}
     for m in messages:
-        by_partition.setdefault(m.partition, []).extend((order_key(route, m), m.offset))
-    return [[base(route, p), STATE_TTL, *args] for p, args in by_partition.items()]
+        by_partition.setdefault((m.topic, m.partition), []).extend((order_key(route, m), m.offset))
+    return [[base(route, topic, p), STATE_TTL, *args] for (topic, p), args in by_partition.items()]
 
 
 class Registrar:
@@ -201,8 +202,8 @@ class OrderingStage(Stage):
         first, last = job.batch[0], job.batch[-1]
         key = order_key(route, first)
         lease = int((route.timeout + HARD_LIMIT_GRACE + route.retry_backoff_max + CLAIM_SLACK) * 1000)
-        args: list[Any] = [base(route, first.partition), key, first.offset, last.offset, request.id, lease, "", "",
-                           STATE_TTL]
+        args: list[Any] = [base(route, first.topic, first.partition), key, first.offset, last.offset, request.id,
+                           lease, "", "", STATE_TTL]
         verdict, done = self._gate(args=args)
         if verdict in (b"wait", "wait"):
             # Blocked: only now build the message to park, and check again in the same step as parking it.
@@ -239,7 +240,8 @@ class OrderingStage(Stage):
             return
         self._scripts()
         first, last = job.batch[0], job.batch[-1]
-        args = [base(route, first.partition), order_key(route, first), last.offset, request.id, STATE_TTL]
+        args = [base(route, first.topic, first.partition), order_key(route, first), last.offset, request.id,
+                STATE_TTL]
         for wait in (*SETTLE_RETRIES, None):
             try:
                 released = self._settle(args=[*args, time.time()])
