@@ -24,6 +24,7 @@ class ConsumerGroup:
         default_backend: str,
         has_celery: bool,
         on_route: Callable[[Route], None] | None = None,
+        route_problems: Callable[[Route], list[str]] | None = None,
     ) -> None:
         self.name = name
         self.id = f"{client_id}_{name}"
@@ -33,6 +34,7 @@ class ConsumerGroup:
         self._default_backend = default_backend
         self._has_celery = has_celery
         self._on_route = on_route
+        self._route_problems = route_problems  # the app's checks of a route against all its other routes
 
     def topic(self, name: str, consumer: type[BaseConsumer] | None = None, **options: Any) -> Route:
         """Route name to consumer; every problem of the call (a second route of name included) is raised at once."""
@@ -79,6 +81,9 @@ class ConsumerGroup:
                 found.extend(pattern_problems(f"pattern route {name!r} in consumer group {self.name!r}", route))
         except ConfigError as exc:
             found.extend(exc.problems)
+        else:
+            if self._route_problems is not None:
+                found.extend(self._route_problems(route))
         if found:
             raise ConfigError(found)
         (self.topics if pattern is None else self.patterns)[name] = route

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..dlq import UNROUTABLE_SUFFIX
 from ..errors import ConfigError, UnknownRouteError
 from .consumer_group import ConsumerGroup
 from .names import name_problem
@@ -31,7 +32,7 @@ class RouteTable:
             )
         group = ConsumerGroup(
             name, self.client_id, default_backend=self._default_backend, has_celery=self._has_celery,
-            on_route=self.register,
+            on_route=self.register, route_problems=self.route_problems,
         )
         self.groups[name] = group
         return group
@@ -48,11 +49,33 @@ class RouteTable:
                             "of that name: route the topic inside the existing group instead")
         group = ConsumerGroup(
             name, self.client_id, default_backend=self._default_backend, has_celery=self._has_celery,
-            on_route=self.register,
+            on_route=self.register, route_problems=self.route_problems,
         )
         route = group.add(name, consumer, options, problems)
         self.groups[name] = group
         return route
+
+    def route_problems(self, route: Route) -> list[str]:
+        """A pattern route must never consume kbridge's own topics or any route's dead letters: it would
+        perform forged task bodies, dashboard reports, or a failure over and over."""
+        own = [f"{self.client_id}{UNROUTABLE_SUFFIX}", f"{self.client_id}.kbridge.reports",
+               f"{self.client_id}.kbridge.commands"]
+        others = list(self._routes.values())
+        problems = []
+        if route.pattern is not None:
+            where = f"pattern route {route.name!r} in consumer group {route.group_name!r}"
+            for topic in [*own, *(r.dead_letter_topic for r in others)]:
+                if route.matches(topic):
+                    problems.append(f"{where}: pattern {route.pattern.pattern!r} matches {topic!r}, which is "
+                                    "kbridge's own topic or a dead-letter topic; narrow the pattern")
+        for other in others:
+            if other.pattern is not None and other.matches(route.dead_letter_topic):
+                problems.append(
+                    f"topic {route.name!r} in consumer group {route.group_name!r}: its dead_letter_topic "
+                    f"{route.dead_letter_topic!r} matches pattern route {other.name!r} "
+                    f"({other.pattern.pattern!r}), which would consume its dead letters; narrow that pattern "
+                    "or set another dead_letter_topic")
+        return problems
 
     def register(self, route: Route) -> None:
         self._routes[route.route_id] = route

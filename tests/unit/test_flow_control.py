@@ -183,13 +183,13 @@ def test_pattern_routes_resolve_topics_and_subscribe_by_one_regex() -> None:
     app = KBridge(client_id="shop", kafka={"bootstrap_servers": "x:1"})
     with app.consumer_group("events") as group:
         exact = group.topic("events.audit", consumer=Users, backend="inline")
-        route = group.pattern("all_events", r"events\..+", consumer=Users, backend="inline")
+        route = group.pattern("all_events", r"events\.[a-z]+", consumer=Users, backend="inline")
     assert route.route_id == "shop_events/all_events" and app.routes.find("shop_events/all_events") is route
     assert group.route_for("events.audit") is exact and group.route_for("events.orders") is route
     with pytest.raises(KeyError):
         group.route_for("other")
     topics, regex = subscription(PrefixMapper("acme."), group.topics, group.patterns.values())
-    assert topics == [] and regex == r"^(?:acme\.events\.audit|acme\.(?:events\..+))$"
+    assert topics == [] and regex == r"^(?:acme\.events\.audit|acme\.(?:events\.[a-z]+))$"
     with pytest.raises(ConfigError, match="matches its own dead_letter_topic"):
         with app.consumer_group("loop") as g:
             g.pattern("loop", r".*", consumer=Users, backend="inline")
@@ -306,3 +306,24 @@ def test_breaker_sees_the_dead_letters_of_delayed_messages() -> None:
     time.sleep(0.06)
     proc._retry_held()
     assert "breaker" in proc._held[TP].reason and len(letters.sent) <= 100
+
+
+def test_a_pattern_route_may_not_match_kbridges_own_topics_or_dead_letter_topics() -> None:
+    from kbridge import BaseConsumer, KBridge
+    from kbridge.errors import ConfigError
+
+    class Sink(BaseConsumer):
+        def perform(self) -> None:
+            return None
+
+    app = KBridge(client_id="combo", kafka={"bootstrap_servers": "127.0.0.1:9092"})
+    app.topic("orders", consumer=Sink, backend="inline")
+    with pytest.raises(ConfigError) as own:
+        with app.consumer_group("internal") as group:
+            group.pattern("everything", r"[a-z.]+", consumer=Sink, backend="inline", dead_letter_topic="DEAD")
+    text = str(own.value)
+    assert "'combo.unroutable'" in text and "'combo.kbridge.reports'" in text and "'orders.dlq'" in text
+    with app.consumer_group("tenants") as group:
+        group.pattern("tenants", r"tenant\.[a-z]+", consumer=Sink, backend="inline")
+    with pytest.raises(ConfigError, match="dead_letter_topic 'tenant.dlq' matches pattern route 'tenants'"):
+        app.topic("late", consumer=Sink, backend="inline", dead_letter_topic="tenant.dlq")
