@@ -17,7 +17,7 @@ from kafka import TopicPartition
 from ...errors import UnknownRouteError, WireError
 from ...params import ParamsBatch
 from ...perform import Job
-from .task import HARD_LIMIT_GRACE, worker_runtime
+from .task import HARD_LIMIT_GRACE, TaskRefused, worker_runtime
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -32,7 +32,8 @@ log = logging.getLogger("kbridge.worker")
 
 
 def register_tick_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
-    @celery_app.task(name=TICK_TASK, bind=True, shared=False, serializer="json", max_retries=0)
+    @celery_app.task(name=TICK_TASK, bind=True, shared=False, serializer="json", max_retries=0,
+                     throws=(TaskRefused,))  # a refusal is an outcome: FAILURE in Celery and Flower, no traceback
     def tick(task: Any, *args: Any, **kwargs: Any) -> None:
         runtime = worker_runtime(kbridge_app)
         try:
@@ -41,8 +42,8 @@ def register_tick_task(celery_app: Celery, kbridge_app: KBridge) -> Any:
             task_id = getattr(task.request, "id", None)
             log.error("refused task %s: %s", task_id, exc)
             body = {"task": TICK_TASK, "id": task_id, "args": list(args), "kwargs": kwargs}
-            runtime.dead_letters.send_unroutable(body, exc, task_id)
-            return
+            where = runtime.dead_letters.send_unroutable(body, exc, task_id)
+            raise TaskRefused(f"{type(exc).__name__}: {exc}; the tick never ran, its body is in {where}") from None
         error = runtime.runner(enforce_timeout=False).tick(Job(route, ParamsBatch([]), tick=tp))
         if error is not None:
             log.warning("tick() of %s %s-%d failed: %s: %s", route.shadow, tp.topic, tp.partition,
