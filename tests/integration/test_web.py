@@ -211,7 +211,7 @@ def test_poison_message_is_dead_lettered_replayed_from_the_page_and_performed(we
     # replay a selection of one letter out of the two: only that one is sent
     page.locator("tr", has=page.locator("span.payload", has_text="poison chosen")).locator("input.pick").check()
     page.locator("button.replay-selected").first.click()
-    page.wait_for_selector("#status:has-text('replayed')", timeout=60_000)
+    page.wait_for_selector("#status:not(:empty)", timeout=60_000)  # the answer, or the error
     said = page.locator("#status").inner_text()
     assert said.startswith("replayed 1 message(s)") and said.endswith("skipped 0"), said
     wait_until(lambda: performed(chosen) == 1, 60, what="the chosen letter performed")
