@@ -464,8 +464,10 @@ def show(app_spec: str | None, dlq_topic: str, limit: int, offset: int | None, a
 @click.option("--max-replays", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
               help="Skip a letter already replayed N times (a poison message), with a warning.")
 @click.option("--force", is_flag=True, help="Replay letters past --max-replays too.")
+@click.option("--offsets", default=None, metavar="P:O[,P:O...]",
+              help="Replay only these letters (partition:offset); the replay group's position does not move.")
 def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: str | None, follow: bool,
-           max_replays: int, force: bool) -> None:
+           max_replays: int, force: bool, offsets: str | None) -> None:
     """Re-produce dead-lettered messages to their origin topic, up to the end DLQ_TOPIC has now.
 
     DLQ_TOPIC and --to are Kafka names (the topic mapper does not apply). A letter goes back
@@ -475,6 +477,9 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     Each copy counts its replays in a kbridge-replays header; a letter replayed
     --max-replays times is skipped the same way unless --force is given.
 
+    --offsets 0:17,2:5 replays just those letters, read without the replay group, which
+    stays where it is: a later full replay that has not passed them sends them again.
+
     Exit status: 0 every letter replayed; 3 done, but some letters were skipped; 1 an error
     stopped the replay (what was replayed is committed, a rerun resumes); 130 interrupted.
     """
@@ -483,10 +488,17 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     from .replay import ReplayResult, Targets, routed_targets, target_problem
     from .replay import replay as run_replay
     from .replay_progress import Progress
+    from .replay_selection import parse_offsets, replay_selected, select
 
     app = _load(app_spec)
     if to_topic is not None and (problem := target_problem(to_topic, dlq_topic)) is not None:
         raise click.ClickException(f"refusing to replay: {problem}")
+    if offsets is not None and (limit is not None or follow):
+        raise click.UsageError("--offsets names the letters to replay; it takes no --limit or --follow")
+    try:
+        selection = None if offsets is None else select(parse_offsets(offsets))
+    except KBridgeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--offsets") from None
     try:
         targets = routed_targets(app) if to_topic is None else Targets(frozenset(), to_topic)
     except KBridgeError as exc:
@@ -502,8 +514,11 @@ def replay(app_spec: str | None, dlq_topic: str, limit: int | None, to_topic: st
     except ValueError:  # not the main thread (an embedding program): leave its signals alone
         previous = None
     try:
-        run_replay(app.settings, dlq_topic, targets, limit, follow, max_replays, force, result=result,
-                   progress=progress)
+        if selection is not None:
+            replay_selected(app.settings, dlq_topic, targets, selection, max_replays, force, result=result)
+        else:
+            run_replay(app.settings, dlq_topic, targets, limit, follow, max_replays, force, result=result,
+                       progress=progress)
     except KeyboardInterrupt:
         progress.clear()
         click.echo(f"interrupted: {result.summary(dlq_topic)}")

@@ -148,7 +148,7 @@ def replay(
         )
     except KafkaError as exc:
         raise KBridgeError(f"cannot reach Kafka to replay {dlq_topic!r}: {type(exc).__name__}: {exc}") from None
-    policy = _Policy(max_replays, force)
+    policy = Policy(max_replays, force)
     try:
         return _run(consumer, settings, dlq_topic, targets, limit, follow, policy, result, progress)
     except KafkaError as exc:
@@ -157,7 +157,7 @@ def replay(
 
 def _run(
     consumer: KafkaConsumer, settings: Settings, dlq_topic: str, targets: Targets, limit: int | None,
-    follow: bool, policy: _Policy, result: ReplayResult, progress: Callable[[ReplayResult], None] | None,
+    follow: bool, policy: Policy, result: ReplayResult, progress: Callable[[ReplayResult], None] | None,
 ) -> ReplayResult:
     producer: KafkaProducer | None = None
     done: dict[TopicPartition, int] = {}  # the next offset to read, per partition: what may be committed
@@ -177,8 +177,8 @@ def _run(
             if not result.total:
                 return result  # nothing to replay: no need to join the group
             done.update({tp: starts[tp] for tp in tps if starts[tp] >= ends[tp]})
-        producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
-        sender = _Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout, policy)
+        sender = open_sender(settings, consumer, existing, targets, dlq_topic, policy)
+        producer = sender.producer
         consumer.subscribe([dlq_topic])
         joining = time.monotonic()
         said_waiting = False
@@ -249,7 +249,7 @@ def _commit(consumer: KafkaConsumer, done: Mapping[TopicPartition, int], committ
 
 
 @dataclass(frozen=True)
-class _Policy:
+class Policy:
     """How often a letter may be sent back: a message that fails every time it is replayed would otherwise
     travel between replay and a running listener for ever."""
 
@@ -274,12 +274,20 @@ class _Policy:
         return count, "", ""
 
 
-class _Sender:
-    """Decides where one letter may go, and sends it there or skips it."""
+def open_sender(settings: Settings, consumer: KafkaConsumer, existing: Iterable[str], targets: Targets,
+                dlq_topic: str, policy: Policy) -> Sender:
+    """A Sender with a producer of its own, which the caller closes (sender.producer.close)."""
+    producer = KafkaProducer(**{"acks": "all", **settings.producer_config()})
+    return Sender(producer, consumer, set(existing), targets, dlq_topic, settings.produce_timeout, policy)
+
+
+class Sender:
+    """Decides where one letter may go, and sends it there or skips it: `dlq replay` and a replay of
+    chosen letters (kbridge/replay_selection.py) both send each letter through here."""
 
     def __init__(
         self, producer: KafkaProducer, consumer: KafkaConsumer, existing: set[str], targets: Targets, dlq_topic: str,
-        timeout: float, policy: _Policy,
+        timeout: float, policy: Policy,
     ) -> None:
         self.producer = producer
         self.consumer = consumer

@@ -1,18 +1,21 @@
-"""Dead letters from the dashboard: which topics it may read, and skipping a range in the replay group.
+"""Dead letters from the dashboard: which topics it may read, chosen letters, and skipping a range.
 
-Replay itself is `kbridge dlq replay` (kbridge.replay), called as it is: it writes only to
-topics the app routes. Skipping commits past a range in the same replay group, so the
-next replay starts after it; the letters stay in the topic.
+Replay itself is `kbridge dlq replay` (kbridge.replay), called as it is, and a replay of
+chosen letters is kbridge.replay_selection: both write only to topics the app routes.
+Skipping commits past a range in the same replay group, so the next replay starts after
+it; the letters stay in the topic.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from ..app import KBridge
 from ..errors import KBridgeError
+from ..replay_selection import MAX_SELECTION, Selection, select
 from ..routing.mapper import kafka_names
 
 JOIN_TIMEOUT = 30.0
@@ -47,3 +50,26 @@ def skip(app: KBridge, topic: str, partition: int, until: int) -> int:
         return before
     finally:
         consumer.close(autocommit=False)
+
+
+def chosen(body: Any) -> tuple[Selection, bool]:
+    """(selection, force) from {"letters": [{"partition": P, "offset": O}, ...], "force": false}."""
+    letters = body.get("letters") if isinstance(body, dict) else None
+    if not isinstance(letters, list):
+        raise KBridgeError('the body must be {"letters": [{"partition": P, "offset": O}, ...]}')
+    if len(letters) > MAX_SELECTION:
+        raise KBridgeError(f"{len(letters)} letters chosen; at most {MAX_SELECTION} at once (use Replay all)")
+    pairs = []
+    for item in letters:
+        if not (isinstance(item, dict) and all(_count(item.get(k)) for k in ("partition", "offset"))):
+            raise KBridgeError(f"each letter must be {{\"partition\": P, \"offset\": O}} (integers >= 0), "
+                               f"got {str(item)[:60]!r}")
+        pairs.append((item["partition"], item["offset"]))
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise KBridgeError("force must be true or false")
+    return select(pairs), force
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -28,7 +28,8 @@ from ..app import KBridge
 from ..dlq_show import read_letters
 from ..errors import KBridgeError
 from ..render import flow_rows
-from ..replay import replay, routed_targets
+from ..replay import ReplayResult, replay, routed_targets
+from ..replay_selection import replay_selected
 from . import commands, dead_letters
 from .pages import PAGES, shell
 from .security import Guard, web_token
@@ -130,9 +131,20 @@ class Dashboard:
             result = await run_in_threadpool(replay, self.app.settings, topic, routed_targets(self.app), limit)
         except KBridgeError as exc:
             return _error(str(exc))
-        log.info("web: %s", result.summary(topic))
-        return JSONResponse({"replayed": result.replayed, "skipped": result.skipped,
-                             "skipped_by": dict(result.skipped_by), "summary": result.summary(topic)})
+        return _replayed(result, topic)
+
+    async def replay_selected(self, request: Request) -> Response:
+        topic = request.path_params["topic"]
+        if topic not in dead_letters.dead_letter_topics(self.app):
+            return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+        try:
+            selection, force = dead_letters.chosen(await _body(request))
+            # The same Sender as a full replay: only to routed topics; the replay group is not moved.
+            result = await run_in_threadpool(replay_selected, self.app.settings, topic, routed_targets(self.app),
+                                             selection, force=force)
+        except KBridgeError as exc:
+            return _error(str(exc))
+        return _replayed(result, topic)
 
     async def skip(self, request: Request) -> Response:
         topic = request.path_params["topic"]
@@ -169,6 +181,12 @@ class Dashboard:
         return JSONResponse(command, status_code=202)
 
 
+def _replayed(result: ReplayResult, topic: str) -> Response:
+    log.info("web: %s", result.summary(topic))
+    return JSONResponse({"replayed": result.replayed, "skipped": result.skipped,
+                         "skipped_by": dict(result.skipped_by), "summary": result.summary(topic)})
+
+
 def create_app(app: KBridge, host: str = "127.0.0.1", read_reports: bool = True) -> Starlette:
     """The ASGI app of `kbridge web` for app; read_reports=False leaves the store empty (tests)."""
     settings = app.settings
@@ -190,6 +208,7 @@ def create_app(app: KBridge, host: str = "127.0.0.1", read_reports: bool = True)
         Route("/api/dead-letters", d.dlq_topics, methods=["GET"]),
         Route("/api/dead-letters/{topic}", d.letters, methods=["GET"]),
         Route("/api/dead-letters/{topic}/replay", d.replay, methods=["POST"]),
+        Route("/api/dead-letters/{topic}/replay-selected", d.replay_selected, methods=["POST"]),
         Route("/api/dead-letters/{topic}/skip", d.skip, methods=["POST"]),
         Route("/api/pause", d.pause, methods=["POST"]),
         Route("/api/resume", d.resume, methods=["POST"]),

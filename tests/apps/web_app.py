@@ -47,6 +47,7 @@ class Orders(BaseConsumer):
             if REPLAYS not in self.params.headers:
                 raise ValueError("poison: refused the first time")
             store.incr(f"{RUN}:performed-poison")
+            store.incr(f"{RUN}:performed-poison:{payload.decode('utf-8', 'replace')}")  # which letter it was
         store.incr(f"{RUN}:performed")
 
 

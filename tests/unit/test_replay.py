@@ -17,7 +17,7 @@ from kbridge import BaseConsumer, KBridge, PrefixMapper
 from kbridge.cli import main as kbridge_cli
 from kbridge.dlq import ORIGIN_TOPIC, REPLAYS
 from kbridge.errors import KBridgeError
-from kbridge.replay import ReplayResult, Targets, _Policy, _Sender, routed_targets, target_problem
+from kbridge.replay import Policy, ReplayResult, Sender, Targets, routed_targets, target_problem
 
 
 class Orders(BaseConsumer):
@@ -48,11 +48,11 @@ def letter(offset: int, origin: bytes | None, value: bytes = b"v") -> Any:
 
 
 def sender(targets: Targets, existing: set[str], max_replays: int = 3, force: bool = False
-           ) -> tuple[_Sender, FakeProducer]:
+           ) -> tuple[Sender, FakeProducer]:
     producer = FakeProducer()
     consumer = SimpleNamespace(topics=lambda: existing)
-    policy = _Policy(max_replays, force)
-    return _Sender(producer, consumer, set(existing), targets, "orders.dlq", 30.0, policy), producer  # type: ignore[arg-type]
+    policy = Policy(max_replays, force)
+    return Sender(producer, consumer, set(existing), targets, "orders.dlq", 30.0, policy), producer  # type: ignore[arg-type]
 
 
 def test_routed_targets_are_the_kafka_names_of_the_routes() -> None:

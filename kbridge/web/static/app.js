@@ -97,14 +97,20 @@ const pages = {
       let letters;
       try { letters = await api("/api/dead-letters/" + encodeURIComponent(topic) + "?limit=50"); }
       catch (e) { nodes.push(el("h2", {}, topic), el("p", {class: "gone"}, e.message)); continue; }
+      const picks = [];
       nodes.push(el("h2", {}, topic,
         el("button", {class: "replay-all", onclick: () => replayLetters(topic, null)}, "Replay all"),
-        el("button", {class: "replay-next", onclick: () => replayLetters(topic, 1)}, "Replay next")));
-      nodes.push(table(["partition", "offset", "origin", "error", "attempts", "replays", "failed at", "payload", ""],
-        letters.map(l => ({attrs: {"data-offset": l.partition + "@" + l.offset},
-          cells: [l.partition, l.offset, l.origin, l.error_class + ": " + l.error_message, l.attempts, l.replays, l.failed_at,
-            el("span", {class: "payload"}, l.payload + (l.payload_encoding === "hex" ? " (hex)" : "")),
-            el("button", {class: "skip", onclick: () => skipTo(topic, l.partition, l.offset)}, "Skip up to here")]}))));
+        el("button", {class: "replay-next", onclick: () => replayLetters(topic, 1)}, "Replay next"),
+        el("button", {class: "replay-selected", onclick: () => replaySelected(topic, picks)}, "Replay selected")));
+      nodes.push(table(["", "partition", "offset", "origin", "error", "attempts", "replays", "failed at", "payload", ""],
+        letters.map(l => {
+          const pick = el("input", {type: "checkbox", class: "pick"});
+          picks.push({box: pick, partition: l.partition, offset: l.offset});
+          return {attrs: {"data-offset": l.partition + "@" + l.offset},
+            cells: [pick, l.partition, l.offset, l.origin, l.error_class + ": " + l.error_message, l.attempts, l.replays,
+              l.failed_at, el("span", {class: "payload"}, l.payload + (l.payload_encoding === "hex" ? " (hex)" : "")),
+              el("button", {class: "skip", onclick: () => skipTo(topic, l.partition, l.offset)}, "Skip up to here")]};
+        })));
     }
     root.replaceChildren(...nodes);
   },
@@ -119,6 +125,14 @@ async function control(action, group_id, topic, partition) {
 async function replayLetters(topic, limit) {
   if (!confirm("Replay " + (limit ? limit + " letter(s)" : "every letter") + " of " + topic + " to its origin topic?")) return;
   try { say((await post("/api/dead-letters/" + encodeURIComponent(topic) + "/replay", {limit})).summary); }
+  catch (e) { say(e.message, "error"); }
+}
+async function replaySelected(topic, picks) {
+  const letters = picks.filter(p => p.box.checked).map(p => ({partition: p.partition, offset: p.offset}));
+  if (!letters.length) { say("tick the letters to replay first", "error"); return; }
+  if (!confirm("Replay " + letters.length + " chosen letter(s) of " + topic + " to their origin topic? " +
+    "The replay group does not move, so Replay all sends them again unless you skip past them.")) return;
+  try { say((await post("/api/dead-letters/" + encodeURIComponent(topic) + "/replay-selected", {letters})).summary); }
   catch (e) { say(e.message, "error"); }
 }
 async function skipTo(topic, partition, until) {
