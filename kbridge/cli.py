@@ -151,8 +151,11 @@ def listen(
     health_port: int | None, health_host: str | None, log_batches: bool, swarm_nodes: int | None, reload: bool,
 ) -> None:
     """Consume the routed topics and enqueue their consumers."""
+    from .errors import ConfigError
     from .instrumentation.wiring import instrument_listener
     from .listener import listener_process
+    from .listener.process import serve_problems
+    from .runtime import Runtime
 
     if reload and swarm_nodes:
         raise click.ClickException(REFUSE_SWARM)
@@ -162,6 +165,8 @@ def listen(
     nodes = swarm_nodes if swarm_nodes is not None else app.settings.swarm_nodes
     if nodes and reload:
         raise click.ClickException(f"{REFUSE_SWARM} (the app sets swarm_nodes={nodes}; pass --swarm 0)")
+    if problems := serve_problems(Runtime.of(app), groups):  # before any node or connection starts
+        raise click.ClickException(str(ConfigError(problems)))
     if nodes:
         _listen_swarm(app, groups, nodes, metrics_port, health_port, log_batches)
     try:

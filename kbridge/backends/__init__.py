@@ -52,3 +52,7 @@ class BackendPlugin(Protocol):
 
     def build(self, runtime: Runtime) -> Backend:
         """This process's backend instance."""
+
+    def serve_problems(self, runtime: Runtime, routes: Sequence[Route]) -> list[str]:
+        """What stops a listener from serving these routes of this backend (a broker the transport needs,
+        a store); checked when the listener starts, for the groups it listens to only."""

@@ -105,6 +105,9 @@ class InlinePlugin:
     def bind(self, app: KBridge) -> None:
         return None  # nothing runs anywhere else
 
+    def serve_problems(self, runtime: Runtime, routes: Sequence[Route]) -> list[str]:
+        return []
+
     def build(self, runtime: Runtime) -> InlineBackend:
         # The listener's thread runs perform(); nothing else would enforce the topic's timeout.
         return InlineBackend(runtime.runner(enforce_timeout=True))

@@ -14,7 +14,8 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..errors import KBridgeError
+from ..backends import registry
+from ..errors import ConfigError, KBridgeError
 from ..runtime import Runtime
 from .controls import Controls
 from .processor import GroupProcessor
@@ -22,7 +23,7 @@ from .processor import GroupProcessor
 if TYPE_CHECKING:
     from ..app import KBridge
     from ..reports import ListenerReporter
-    from ..routing import ConsumerGroup
+    from ..routing import ConsumerGroup, Route
 
 log = logging.getLogger("kbridge.listener")
 
@@ -121,4 +122,21 @@ class ListenerProcess:
 
 def listener_process(app: KBridge, groups: list[ConsumerGroup]) -> ListenerProcess:
     """The composition root of a listener: this process's runtime, built from the app, handed down."""
-    return ListenerProcess(Runtime.of(app), groups)
+    runtime = Runtime.of(app)
+    if problems := serve_problems(runtime, groups):
+        raise ConfigError(problems)
+    return ListenerProcess(runtime, groups)
+
+
+def serve_problems(runtime: Runtime, groups: list[ConsumerGroup]) -> list[str]:
+    """Each backend's objections to serving the routes of these groups, before anything connects."""
+    by_backend: dict[str, list[Route]] = {}
+    for group in groups:
+        for route in group.routes():
+            by_backend.setdefault(route.backend, []).append(route)
+    problems: list[str] = []
+    for name, routes in by_backend.items():
+        plugin = registry.find(name)
+        if plugin is not None:
+            problems.extend(plugin.serve_problems(runtime, routes))
+    return problems

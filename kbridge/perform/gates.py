@@ -3,6 +3,8 @@ nothing per task."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -10,7 +12,10 @@ from .duplicates import CompletedStore, DuplicateSkipStage, MemoryStore
 from .stage import Stage
 
 if TYPE_CHECKING:
+    from ..routing import Route
     from ..runtime import Runtime
+
+log = logging.getLogger("kbridge.worker")
 
 
 def gate_stages(runtime: Runtime) -> list[Stage]:
@@ -44,15 +49,33 @@ def completed_store(runtime: Runtime) -> CompletedStore:
 
         return RedisCompletedStore(url, runtime.settings.duplicate_ttl)
     if problems := store_problems(runtime):
-        raise ConfigError(problems)
+        # A listener refuses to serve such a route (serve_problems); a worker that meets one of its tasks
+        # anyway retries it with this error rather than run it unchecked, and runs every other route.
+        log.error("skip_duplicates has no shared store: %s", "; ".join(problems))
+        return UnavailableStore(ConfigError(problems))
     return MemoryStore(runtime.settings.duplicate_ttl)
 
 
-def store_problems(runtime: Runtime) -> list[str]:
-    """Routes performed outside the listener need a store every worker shares."""
+class UnavailableStore:
+    """A store that is not configured: every use raises the configuration error."""
+
+    def __init__(self, error: ConfigError) -> None:
+        self.error = error
+
+    def claim(self, group_id: str, topic: str, partition: int, offsets: Sequence[int], owner: str,
+              lease: float) -> tuple[set[int], bool]:
+        raise self.error
+
+    def record(self, group_id: str, topic: str, partition: int, offsets: Sequence[int], owner: str) -> None:
+        raise self.error
+
+
+def store_problems(runtime: Runtime, routes: Iterable[Route] | None = None) -> list[str]:
+    """Routes performed outside the listener need a store every worker shares (routes: these only, else all)."""
     if duplicate_store_url(runtime) is not None:
         return []
-    celery_routes = [r.shadow for r in runtime.routes if r.skip_duplicates and r.backend != "inline"]
+    chosen = runtime.routes if routes is None else routes
+    celery_routes = [r.shadow for r in chosen if r.skip_duplicates and r.backend != "inline"]
     if not celery_routes:
         return []
     return [f"route(s) {', '.join(map(repr, celery_routes))}: skip_duplicates=True remembers completed offsets in "

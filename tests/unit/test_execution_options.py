@@ -125,12 +125,24 @@ def test_skip_duplicates_on_a_rabbitmq_broker_needs_a_redis_url() -> None:
     assert store_problems(Runtime.of(kb2, dead_letters=Sink())) == []
 
 
-def test_ordering_on_a_rabbitmq_broker_is_refused_when_the_listener_builds_the_backend() -> None:
+def test_ordering_on_a_rabbitmq_broker_is_refused_when_a_listener_would_serve_it_and_only_then() -> None:
+    from kbridge.listener.process import listener_process
+
     kb = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"}, celery=Celery("c", broker="amqp://x:1//"))
     kb.topic("t", consumer=Counting, ordering="key")
+    kb.topic("once", consumer=Counting, skip_duplicates=True)
+    kb.topic("plain", consumer=Counting)
     with pytest.raises(ConfigError) as info:
-        Runtime.of(kb, dead_letters=Sink()).backend("celery")
+        listener_process(kb, kb.routes.select(None))
     assert "ordering='key' needs a plain redis://" in str(info.value)
+    assert "skip_duplicates=True remembers completed offsets in Redis" in str(info.value)
+    listener_process(kb, kb.routes.select(["plain"]))  # another group of the same app starts
+    # a worker runs every other route, and retries a skip_duplicates task with the reason
+    runtime = Runtime.of(kb, dead_letters=Sink())
+    [stage] = [s for s in gate_stages(runtime) if isinstance(s, DuplicateSkipStage)]
+    message = Params(topic="once", partition=0, offset=1, raw_payload=b"{}")
+    outcome = stage.before(Job(kb.routes.find("c_once/once"), ParamsBatch([message])))
+    assert isinstance(outcome, Retry) and "skip_duplicates=True remembers" in str(outcome.error)
 
 
 @pytest.mark.parametrize(("values", "expected"), [

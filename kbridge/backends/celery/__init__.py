@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-from ...errors import ConfigError
 
 if TYPE_CHECKING:
     from ...app import KBridge
+    from ...routing.route import Route
     from ...runtime import Runtime
     from .publisher import CeleryBackend
 
@@ -40,16 +39,20 @@ class CeleryPlugin:
         tick.register_tick_task(app.celery, app)
         signals.connect(app.celery, app)
 
-    def build(self, runtime: Runtime) -> CeleryBackend:
+    def serve_problems(self, runtime: Runtime, routes: Sequence[Route]) -> list[str]:
         from ...perform.gates import store_problems
         from .ordering import broker_problems
+
+        if runtime.celery is None:
+            return []
+        return broker_problems(runtime.celery, list(routes)) + store_problems(runtime, routes)
+
+    def build(self, runtime: Runtime) -> CeleryBackend:
         from .publisher import CeleryBackend
         from .refetch import KafkaRefetch
 
         if runtime.celery is None:
             raise RuntimeError("the celery backend needs the app's Celery app")  # refused when routes are declared
-        if problems := broker_problems(runtime.celery, list(runtime.routes)) + store_problems(runtime):
-            raise ConfigError(problems)
         return CeleryBackend(runtime.celery, runtime.settings.redelivery_after,
                              KafkaRefetch(runtime.settings, runtime.routes))
 
