@@ -21,6 +21,7 @@ it has been replayed --max-replays times.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +43,7 @@ from .errors import KBridgeError
 from .highwater import high_watermarks, partitions_of
 from .routing.mapper import kafka_names
 from .routing.names import name_problem
+from .routing.patterns import subscription
 
 if TYPE_CHECKING:
     from .app import KBridge
@@ -94,16 +96,28 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class Targets:
-    """Where letters may go: their origin if it is one of routed (Kafka names), or every letter to `to`."""
+    """Where letters may go: their origin if it is one of routed (Kafka names) or matches pattern (a regex over
+    Kafka names: the app's pattern routes), or every letter to `to`."""
 
     routed: frozenset[str]
     to: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+    def accepts(self, origin: str) -> bool:
+        return origin in self.routed or (self.pattern is not None and self.pattern.fullmatch(origin) is not None)
+
+    def describe(self) -> str:
+        shown = sorted(self.routed) + ([f"/{self.pattern.pattern}/"] if self.pattern is not None else [])
+        return ", ".join(shown) or "none"
 
 
 def routed_targets(app: KBridge) -> Targets:
-    """The Kafka names of every topic app routes; a broken topic mapper is a ConfigError."""
-    names = sorted({route.name for route in app.routes})
-    return Targets(frozenset(kafka_names(app.settings.topic_mapper, names)))
+    """The Kafka names of every topic app routes, and its pattern routes; a broken topic mapper is a ConfigError."""
+    names = sorted({route.name for route in app.routes if route.pattern is None})
+    patterns = [route for route in app.routes if route.pattern is not None]
+    regex = subscription(app.settings.topic_mapper, [], patterns)[1] if patterns else None
+    return Targets(frozenset(kafka_names(app.settings.topic_mapper, names)),
+                   pattern=re.compile(regex) if regex is not None else None)
 
 
 def target_problem(topic: str, dlq_topic: str) -> str | None:
@@ -354,9 +368,9 @@ class Sender:
             return None, INTERNAL, f"origin topic {origin!r} is internal to Kafka; replay never writes there"
         if origin == self.dlq_topic:
             return None, LOOP, f"origin topic {origin!r} is the dead-letter topic being replayed"
-        if origin not in self.targets.routed:
-            routed = ", ".join(sorted(self.targets.routed)) or "none"
-            return None, UNROUTED, (f"origin topic {origin!r} is not a topic this app routes (routed: {routed}); "
+        if not self.targets.accepts(origin):
+            return None, UNROUTED, (f"origin topic {origin!r} is not a topic this app routes "
+                                    f"(routed: {self.targets.describe()}); "
                                     "replay it with --to TOPIC if it belongs somewhere")
         return origin, "", ""
 

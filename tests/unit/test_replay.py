@@ -210,3 +210,21 @@ def test_progress_is_drawn_on_a_terminal_only_and_cleared_before_the_summary() -
     assert silent.out is None
     silent(ReplayResult(replayed=1))
     silent.clear()
+
+
+def test_a_pattern_routes_topics_are_replay_targets_through_the_topic_mapper() -> None:
+    from kbridge import BaseConsumer, KBridge, PrefixMapper
+    from kbridge.replay import routed_targets
+
+    class Sink(BaseConsumer):
+        def perform(self) -> None:
+            return None
+
+    app = KBridge(client_id="combo", kafka={"bootstrap_servers": "x:1"}, topic_mapper=PrefixMapper("acme."))
+    app.topic("orders", consumer=Sink, backend="inline")
+    with app.consumer_group("tenants") as group:
+        group.pattern("ten", r"tenant\.[a-z]+", consumer=Sink, backend="inline")
+    targets = routed_targets(app)
+    assert targets.accepts("acme.orders") and targets.accepts("acme.tenant.bob")
+    assert not targets.accepts("acme.ten") and not targets.accepts("tenant.bob") and not targets.accepts("acme.ten.dlq")
+    assert "acme.orders" in targets.describe() and "tenant" in targets.describe()
