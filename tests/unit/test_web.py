@@ -243,3 +243,16 @@ def test_the_pause_step_is_in_the_chain_only_with_web_reports() -> None:
 
     assert "PauseStep" not in steps(None)
     assert steps(Controls().is_paused)[0] == "PauseStep"
+
+
+def test_a_pattern_routes_topics_can_be_paused_and_other_topics_cannot() -> None:
+    from kbridge.errors import KBridgeError
+    from kbridge.web.commands import build
+
+    app = _app()
+    with app.consumer_group("tenants") as group:
+        group.pattern("tenants", r"tenant\.[a-z]+", consumer=Noop, backend="inline")
+    command = build(app, "pause", {"group_id": "shop_tenants", "topic": "tenant.acme", "partition": 0})
+    assert command["topic"] == "tenant.acme" and command["action"] == "pause"
+    with pytest.raises(KBridgeError, match="is not routed in shop_tenants"):
+        build(app, "pause", {"group_id": "shop_tenants", "topic": "orders", "partition": 0})
