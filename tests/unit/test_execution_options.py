@@ -159,6 +159,7 @@ def test_info_and_flow_show_the_options() -> None:
     kb = KBridge(client_id="c", kafka={"bootstrap_servers": "x:1"}, celery=Celery("c", broker="redis://x:1/0"))
     kb.topic("t", consumer=Counting, ordering="key", skip_duplicates=True)
     kb.topic("u", consumer=Counting)
+    kb.topic("packed", consumer=Counting, pack=25)
     from rich.console import Console
 
     out = Console(width=400)
@@ -167,6 +168,7 @@ def test_info_and_flow_show_the_options() -> None:
     lines = captured.get().splitlines()
     assert sum("ordering=key" in line and "skip_duplicates=yes" in line for line in lines) == 2
     assert not any("ordering" in line for line in lines if " u " in line)
+    assert sum("pack=25" in line for line in lines) == 2
 
 
 def test_info_masks_the_duplicate_store_password() -> None:
