@@ -200,7 +200,8 @@ def flow_table(app: KBridge) -> Table:
 
 
 def execution_options(route: Route) -> list[str]:
-    """ordering, pack and skip_duplicates, shown only when set (next to the backend in flow, as they change how it runs)."""
+    """ordering, pack and skip_duplicates, shown only when set (next to the backend in flow: they change how it
+    runs)."""
     shown = [f"ordering={route.ordering}"] if route.ordering else []
     shown += [f"pack={route.pack}"] if route.pack else []
     return shown + (["skip_duplicates=yes"] if route.skip_duplicates else [])

@@ -102,8 +102,8 @@ class Dashboard:
 
     def letters(self, request: Request) -> Response:
         topic = request.path_params["topic"]
-        if topic not in dead_letters.dead_letter_topics(self.app):
-            return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+        if (refused := self._not_a_dead_letter_topic(topic)) is not None:
+            return refused
         try:
             offset = _int(request.query_params.get("offset"), "offset", None)
             limit = min(_int(request.query_params.get("limit"), "limit", 50) or 50, MAX_LETTERS)
@@ -118,10 +118,16 @@ class Dashboard:
 
     # -- changes (POST only) ----------------------------------------------------
 
+    def _not_a_dead_letter_topic(self, topic: str) -> Response | None:
+        """404 for a topic that is not one of the app's dead-letter topics: no call reads or writes others."""
+        if topic in dead_letters.dead_letter_topics(self.app):
+            return None
+        return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+
     async def replay(self, request: Request) -> Response:
         topic = request.path_params["topic"]
-        if topic not in dead_letters.dead_letter_topics(self.app):
-            return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+        if (refused := self._not_a_dead_letter_topic(topic)) is not None:
+            return refused
         body = await _body(request) or {}
         limit = body.get("limit") if isinstance(body, dict) else None
         if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
@@ -135,8 +141,8 @@ class Dashboard:
 
     async def replay_selected(self, request: Request) -> Response:
         topic = request.path_params["topic"]
-        if topic not in dead_letters.dead_letter_topics(self.app):
-            return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+        if (refused := self._not_a_dead_letter_topic(topic)) is not None:
+            return refused
         try:
             selection, force = dead_letters.chosen(await _body(request))
             # The same Sender as a full replay: only to routed topics; the replay group is not moved.
@@ -148,8 +154,8 @@ class Dashboard:
 
     async def skip(self, request: Request) -> Response:
         topic = request.path_params["topic"]
-        if topic not in dead_letters.dead_letter_topics(self.app):
-            return _error(f"{topic!r} is not a dead-letter topic of this app", 404)
+        if (refused := self._not_a_dead_letter_topic(topic)) is not None:
+            return refused
         body = await _body(request)
         if not (isinstance(body, dict) and all(isinstance(body.get(k), int) and not isinstance(body.get(k), bool)
                                                and body[k] >= 0 for k in ("partition", "until"))):
