@@ -59,7 +59,7 @@ def run(bench: Bench) -> Result:
     n = sum(ends.values())
     kb, celery_app = build(bench.config)
     app = KBridge(client_id=f"{bench.config.client_id}-reports", kafka=dict(kb.settings.kafka), celery=celery_app,
-                  max_poll_records=kb.settings.max_poll_records, web_reports=True, report_interval=1.0)
+                  max_poll_records=kb.settings.max_poll_records, web_reports=True, report_interval=5.0)
     for i, mode in enumerate(ORDER):
         # a queue per run: the Redis ledger of a later run must not see an earlier run's tasks vanish
         app.consumer_group(f"{mode}{i}").topic(topic, consumer=Noop, queue=bench.config.queue(f"{NAME}-{mode}{i}"))
@@ -69,7 +69,7 @@ def run(bench: Bench) -> Result:
                                   reports=mode == "on"))
         print(f"[bench] reports {mode}{i}: {rates[mode][-1]:.0f} msg/s", flush=True)
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    return Result("web reports on (1 s interval)", "msg/s", value=on, baseline=off, baseline_name="reports off",
+    return Result("web reports on (5 s, the default)", "msg/s", value=on, baseline=off, baseline_name="reports off",
                   target=Target(">=", 0.98),
                   details={"messages": n, "on": [round(r) for r in rates["on"]],
                            "off": [round(r) for r in rates["off"]]})
