@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from typing import Any
@@ -14,22 +13,23 @@ from ..app import KBridge
 from ..errors import KBridgeError
 from ..listener.controls import command_problem
 from ..reports import commands_topic
-from ..routing.mapper import kafka_names
-from ..routing.patterns import subscription
 
 
-def routed_partitions(app: KBridge) -> dict[str, set[str]]:
-    """group_id -> the Kafka names of its topics: what a command may name."""
-    return {g.id: set(kafka_names(app.settings.topic_mapper, g.topics)) for g in app.routes.groups.values()}
-
-
-def _matches_a_pattern(app: KBridge, group_id: str, topic: Any) -> bool:
-    """A topic of one of the group's pattern routes (a Kafka name, the mapper's prefix included)."""
+def _routes(app: KBridge, group_id: str, topic: Any) -> bool:
+    """Whether the group routes topic (a Kafka name): one of its topics or a pattern route's, as its listener
+    resolves them."""
     group = next((g for g in app.routes.groups.values() if g.id == group_id), None)
-    if group is None or not group.patterns or not isinstance(topic, str):
+    if group is None or not isinstance(topic, str):
         return False
-    regex = subscription(app.settings.topic_mapper, [], group.patterns.values())[1]
-    return regex is not None and re.fullmatch(regex, topic) is not None
+    mapper = app.settings.topic_mapper
+    name = mapper.incoming(topic)
+    if mapper.outgoing(name) != topic:
+        return False  # not a name the mapper gives
+    try:
+        group.route_for(name)
+    except KeyError:
+        return False
+    return True
 
 
 def build(app: KBridge, action: str, body: Any) -> dict[str, Any]:
@@ -41,10 +41,9 @@ def build(app: KBridge, action: str, body: Any) -> dict[str, Any]:
     problem = command_problem(command)
     if problem is not None:
         raise KBridgeError(problem)
-    topics = routed_partitions(app).get(str(command["group_id"]))
-    if topics is None:
+    if not any(g.id == command["group_id"] for g in app.routes.groups.values()):
         raise KBridgeError(f"group_id {command['group_id']!r} is not a consumer group of this app")
-    if command["topic"] not in topics and not _matches_a_pattern(app, str(command["group_id"]), command["topic"]):
+    if not _routes(app, str(command["group_id"]), command["topic"]):
         raise KBridgeError(f"topic {command['topic']!r} is not routed in {command['group_id']}")
     return command
 
