@@ -207,6 +207,8 @@ class TimedProcessor(GroupProcessor):
         self.ends = {f"{tp.topic}-{tp.partition}": end for tp, end in ends.items()}
         self.assigned_at: float | None = None
         self.committed_at: float | None = None
+        self.assigned_cpu: float | None = None  # time.process_time() at the same moments
+        self.committed_cpu: float | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -228,12 +230,19 @@ class TimedProcessor(GroupProcessor):
             self.stats.committed_offsets.get(k, -1) >= end for k, end in self.ends.items()
         ):
             self.committed_at = time.time()
+            self.committed_cpu = time.process_time()
             self.done.set()
 
     @property
     def elapsed(self) -> float:
         assert self.assigned_at is not None and self.committed_at is not None
         return self.committed_at - self.assigned_at
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of this whole process (every thread) between assignment and the final commit."""
+        assert self.assigned_cpu is not None and self.committed_cpu is not None
+        return self.committed_cpu - self.assigned_cpu
 
 
 class _AssignmentClock(ConsumerRebalanceListener):
@@ -248,6 +257,7 @@ class _AssignmentClock(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         if assigned and self.processor.assigned_at is None:
             self.processor.assigned_at = time.time()
+            self.processor.assigned_cpu = time.process_time()
         if self.inner is not None:
             self.inner.on_partitions_assigned(assigned)
 
