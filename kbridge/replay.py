@@ -21,7 +21,6 @@ it has been replayed --max-replays times.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -41,9 +40,9 @@ from .config import Settings
 from .dlq import HEADER_PREFIX, ORIGIN_TOPIC, REPLAYS
 from .errors import KBridgeError
 from .highwater import high_watermarks, partitions_of
+from .routing.lookup import route_of_kafka_topic
 from .routing.mapper import kafka_names
 from .routing.names import name_problem
-from .routing.patterns import subscription
 
 if TYPE_CHECKING:
     from .app import KBridge
@@ -96,28 +95,31 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class Targets:
-    """Where letters may go: their origin if it is one of routed (Kafka names) or matches pattern (a regex over
-    Kafka names: the app's pattern routes), or every letter to `to`."""
+    """Where letters may go: their origin if it is one of routed (Kafka names) or one that routes reaches (the
+    app's route lookup, pattern routes included), or every letter to `to`."""
 
     routed: frozenset[str]
     to: str | None = None
-    pattern: re.Pattern[str] | None = None
+    routes: Callable[[str], bool] | None = None
+    patterns: tuple[str, ...] = ()  # the pattern routes' regexes, for messages
 
     def accepts(self, origin: str) -> bool:
-        return origin in self.routed or (self.pattern is not None and self.pattern.fullmatch(origin) is not None)
+        return origin in self.routed or (self.routes is not None and self.routes(origin))
 
     def describe(self) -> str:
-        shown = sorted(self.routed) + ([f"/{self.pattern.pattern}/"] if self.pattern is not None else [])
+        shown = sorted(self.routed) + [f"/{p}/" for p in self.patterns]
         return ", ".join(shown) or "none"
 
 
 def routed_targets(app: KBridge) -> Targets:
-    """The Kafka names of every topic app routes, and its pattern routes; a broken topic mapper is a ConfigError."""
+    """The Kafka names of every topic app routes, and whatever its pattern routes reach, resolved as a listener
+    resolves them; a broken topic mapper is a ConfigError."""
     names = sorted({route.name for route in app.routes if route.pattern is None})
-    patterns = [route for route in app.routes if route.pattern is not None]
-    regex = subscription(app.settings.topic_mapper, [], patterns)[1] if patterns else None
-    return Targets(frozenset(kafka_names(app.settings.topic_mapper, names)),
-                   pattern=re.compile(regex) if regex is not None else None)
+    patterns = tuple(route.pattern.pattern for route in app.routes if route.pattern is not None)
+    mapper, groups = app.settings.topic_mapper, list(app.routes.groups.values())
+    return Targets(frozenset(kafka_names(mapper, names)),
+                   routes=(lambda topic: route_of_kafka_topic(groups, mapper, topic) is not None) if patterns else None,
+                   patterns=patterns)
 
 
 def target_problem(topic: str, dlq_topic: str) -> str | None:

@@ -14,6 +14,8 @@ from .route import Route, build_route
 if TYPE_CHECKING:
     from ..consumer import BaseConsumer
 
+MATCHED_CACHE = 10_000  # topic names remembered with their pattern route
+
 
 class ConsumerGroup:
     def __init__(
@@ -58,6 +60,8 @@ class ConsumerGroup:
             route = next((r for r in self.patterns.values() if r.matches(topic)), None)
             if route is None:
                 raise KeyError(topic)
+            if len(self._matched) >= MATCHED_CACHE:
+                self._matched.clear()  # names come from Kafka, or from data in tools (dead-letter origins)
             self._matched[topic] = route
         return route
 

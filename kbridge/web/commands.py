@@ -13,23 +13,15 @@ from ..app import KBridge
 from ..errors import KBridgeError
 from ..listener.controls import command_problem
 from ..reports import commands_topic
+from ..routing.lookup import route_of_kafka_topic
 
 
 def _routes(app: KBridge, group_id: str, topic: Any) -> bool:
-    """Whether the group routes topic (a Kafka name): one of its topics or a pattern route's, as its listener
-    resolves them."""
+    """Whether the group routes topic (a Kafka name), as its listener resolves it."""
     group = next((g for g in app.routes.groups.values() if g.id == group_id), None)
     if group is None or not isinstance(topic, str):
         return False
-    mapper = app.settings.topic_mapper
-    name = mapper.incoming(topic)
-    if mapper.outgoing(name) != topic:
-        return False  # not a name the mapper gives
-    try:
-        group.route_for(name)
-    except KeyError:
-        return False
-    return True
+    return route_of_kafka_topic([group], app.settings.topic_mapper, topic) is not None
 
 
 def build(app: KBridge, action: str, body: Any) -> dict[str, Any]:

@@ -186,3 +186,39 @@ def test_rejected_topic_shorthand_leaves_no_group_behind() -> None:
         app.topic("users", consumer=NoPerform)
     assert "users" not in app.routes.groups
     app.topic("users", consumer=Users)
+
+
+def test_route_of_kafka_topic_resolves_as_a_listener_does_through_the_topic_mapper() -> None:
+    from kbridge import BaseConsumer, KBridge, PrefixMapper
+    from kbridge.routing.lookup import route_of_kafka_topic
+
+    class Sink(BaseConsumer):
+        def perform(self) -> None:
+            return None
+
+    app = KBridge(client_id="look", kafka={"bootstrap_servers": "x:1"}, topic_mapper=PrefixMapper("acme."))
+    with app.consumer_group("tenants") as group:
+        group.topic("tenant.special", consumer=Sink, backend="inline")
+        wide = group.pattern("ten", r"tenant\.[a-z]+", consumer=Sink, backend="inline")
+    groups, mapper = list(app.routes.groups.values()), app.settings.topic_mapper
+    special = route_of_kafka_topic(groups, mapper, "acme.tenant.special")
+    assert special is not None and special.name == "tenant.special"  # an exact route wins over the pattern
+    assert route_of_kafka_topic(groups, mapper, "acme.tenant.bob") == wide
+    for forged in ("tenant.bob", "acme.tenant.Bob", "acme.tenant.bob.dlq", "acme."):
+        assert route_of_kafka_topic(groups, mapper, forged) is None, forged
+
+
+def test_a_groups_memory_of_matched_topic_names_stays_bounded() -> None:
+    from kbridge import BaseConsumer, KBridge
+    from kbridge.routing import consumer_group
+
+    class Sink(BaseConsumer):
+        def perform(self) -> None:
+            return None
+
+    app = KBridge(client_id="bound", kafka={"bootstrap_servers": "x:1"})
+    with app.consumer_group("many") as group:
+        route = group.pattern("any", r"t\.\d+", consumer=Sink, backend="inline")
+    for i in range(consumer_group.MATCHED_CACHE + 5):
+        assert group.route_for(f"t.{i}") is route
+    assert len(group._matched) <= consumer_group.MATCHED_CACHE
