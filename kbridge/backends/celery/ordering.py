@@ -104,15 +104,15 @@ for _, id in ipairs(ids) do
     local cut2 = string.find(v, '\\n', cut + 1, true)
     local queue, entry, msg = string.sub(v, 1, cut - 1), string.sub(v, cut + 1, cut2 - 1), string.sub(v, cut2 + 1)
     redis.call('RPUSH', queue, msg)
-    -- its ledger entry (ledger.ledger_key), ranked 0: below every queued task, so the reaper sees it as
-    -- taken once it is, and checks that it then runs
-    redis.call('ZADD', 'kbridge.pending.' .. queue, 0, entry)
+    -- its ledger entry, ranked 0: below every queued task, so the reaper sees it as taken once it is, and
+    -- checks that it then runs
+    redis.call('ZADD', '@LEDGER_PREFIX@' .. queue, 0, entry)
     redis.call('HDEL', messages, id)
   end
   redis.call('ZREM', parked, id)
 end
 return #ids
-"""
+""".replace("@LEDGER_PREFIX@", ledger.ledger_key(""))
 
 
 def broker_problems(celery_app: Celery, routes: Sequence[Route]) -> list[str]:
