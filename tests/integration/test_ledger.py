@@ -97,3 +97,38 @@ def test_the_reaper_looks_at_taken_tasks_only_however_long_the_queue(setup) -> N
     reaper = publisher.reapers[queue]
     assert reaper._taken_off_the_queue(1000) is not None
     assert len(reaper._taken_off_the_queue(1000) or []) == 1, "only the task taken off the queue is looked at"
+
+
+def test_a_large_call_streams_in_scripts_and_keeps_queue_and_ledger_in_one_order(setup) -> None:  # type: ignore[no-untyped-def]
+    from kbridge.backends.celery.redis_pipeline import CHUNK
+
+    queue, _, client, publish, _ = setup
+    n = 2 * CHUNK + 7
+    ids = publish([i % 6 for i in range(n)])
+    assert len(ids) == len(set(ids)) == n
+    ranked = [e.decode().split()[0] for e in client.zrange(ledger.ledger_key(queue), 0, -1)]
+    assert ranked == ids, "ledger ranks follow the queue's order across scripts"
+
+
+def test_a_script_failing_mid_call_reports_the_tasks_redis_confirmed_before_it(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from kbridge.backends.celery.redis_pipeline import CHUNK, PublishError
+
+    queue, publisher, client, publish, route = setup
+    chunk = publisher._chunk
+    calls = []
+
+    def second_one_broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        argv = chunk(*args, **kwargs)
+        calls.append(1)
+        return ["", "not a number", *argv[2:]] if len(calls) == 2 else argv
+
+    monkeypatch.setattr(publisher, "_chunk", second_one_broken)
+    with pytest.raises(PublishError) as failed:
+        publish([i % 6 for i in range(3 * CHUNK)])
+    assert failed.value.confirmed == CHUNK, "only the scripts before the failed one count as confirmed"
+    # the third script, already sent, ran too: resuming enqueues it again (at least once, never fewer)
+    assert client.llen(queue) == 2 * CHUNK
+    assert client.zcard(ledger.ledger_key(queue)) == 2 * CHUNK, "every queued task has its entry, and only those"
+    monkeypatch.undo()
+    publish([0])  # the connection left with unread replies was dropped; the next call works
+    assert client.llen(queue) == 2 * CHUNK + 1

@@ -54,3 +54,15 @@ def test_a_message_with_headers_of_its_own_carries_them() -> None:
                                            {"traceparent": "00-abc-def-01"}))
     assert traced["headers"] == {**plain["headers"], "traceparent": "00-abc-def-01"}
     assert {k: v for k, v in traced.items() if k != "headers"} == {k: v for k, v in plain.items() if k != "headers"}
+
+
+def test_argsrepr_kept_per_partition_reads_as_written_in_full() -> None:
+    from kbridge.backends.celery.redis_pipeline import _argsrepr, _json_text
+
+    publisher = RedisPipelinePublisher(Celery("t", broker="redis://127.0.0.1:1/0"), 60)
+    for offset in (9, 10, 123456789):
+        for topic in ("t", "t.with-dots_and-dashes"):
+            args = ["g_t/t", [to_wire(Params(topic=topic, partition=2, offset=offset, raw_payload=b"{}"))]]
+            assert publisher._argsrepr_text(args) == _json_text(_argsrepr(args))
+    two = ["g_t/t", [to_wire(Params(topic="t", partition=2, offset=o, raw_payload=b"{}")) for o in (1, 2)]]
+    assert publisher._argsrepr_text(two) == "['g_t/t', <2 message(s) t-2@1..2>]"

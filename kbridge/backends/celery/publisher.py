@@ -54,13 +54,18 @@ class CeleryBackend:
             for i, args in enumerate(argsets):
                 self._apply_async(route, args, headers[i] if headers else {})
                 confirmed += len(args[1])
+        except redis_pipeline.PublishError as exc:
+            raise self._failed(route, messages, exc.confirmed, exc.__cause__ or exc) from exc
         except Exception as exc:
-            done = 0 if fast is not None else confirmed
-            raise EnqueueError(
-                f"could not enqueue {route.shadow} offset {messages[done].offset} to the Celery broker: "
-                f"{type(exc).__name__}: {exc}",
-                confirmed=done,
-            ) from exc
+            raise self._failed(route, messages, 0 if fast is not None else confirmed, exc) from exc
+
+    @staticmethod
+    def _failed(route: Route, messages: Sequence[Params], confirmed: int, cause: BaseException) -> EnqueueError:
+        return EnqueueError(
+            f"could not enqueue {route.shadow} offset {messages[confirmed].offset} to the Celery broker: "
+            f"{type(cause).__name__}: {cause}",
+            confirmed=confirmed,
+        )
 
     def _fast_publisher(self, queue: str) -> redis_pipeline.RedisPipelinePublisher | None:
         if queue not in self._fast:

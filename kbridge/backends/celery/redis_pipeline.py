@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # it cannot be rebuilt now
 Rebuild = Callable[[ledger.Entry], "tuple[str, str, list[Any], float, float] | None"]
 
+CHUNK = 250  # tasks per RECORD script: small enough that Redis runs one while the listener builds the next
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 _PLAIN = re.compile(r"[^\"\\\x00-\x1f\x7f-\uffff]*")  # needs no escaping inside a JSON string
@@ -51,6 +52,22 @@ except ImportError:  # pragma: no cover - the standard encoder gives the same JS
 def encode(message: dict[str, Any]) -> str:
     """A message as kombu's Redis transport stores it."""
     return _dumps(message)
+
+
+class PublishError(Exception):
+    """A publish that failed after Redis confirmed its first `confirmed` messages (whole tasks)."""
+
+    def __init__(self, confirmed: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.confirmed = confirmed
+
+
+def _connection(pool: redis.ConnectionPool) -> Any:
+    """One connection of the pool to stream on (redis-py before 5.3 wants a command name)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("EVAL")
 
 
 def supports(celery_app: Celery, queue: str) -> bool:
@@ -75,6 +92,7 @@ class RedisPipelinePublisher:
         self._counter = itertools.count()
         self._record = self.client.register_script(ledger.RECORD)
         self._templates: dict[tuple[str, str, str, float, float], Template] = {}
+        self._argsrepr_heads: dict[tuple[str, str, int], str] = {}
         self.rebuild = rebuild
         options = conf.broker_transport_options or {}
         self.reapers: dict[str, ledger.Reaper] = {}
@@ -85,14 +103,52 @@ class RedisPipelinePublisher:
         time_limit: float, soft_time_limit: float, headers: Sequence[dict[str, str]] | None = None,
         also: Callable[[Any], None] | None = None,
     ) -> None:
-        """LPUSH one task message per argset, each with its ledger entry, in one atomic script.
+        """LPUSH one task message per argset, each with its ledger entry, in atomic scripts of CHUNK tasks.
 
-        Raises if the script fails; then nothing of it is confirmed.
-        also(pipe) adds commands to the same MULTI/EXEC as the script (an ordered route's registration).
+        The scripts stream on one connection: Redis runs one while the next is built, and the replies are read
+        at the end. Raises PublishError, saying how many leading messages Redis confirmed, if any script fails.
+        also(pipe) adds commands to the same MULTI/EXEC as one script for the whole call (an ordered route's
+        registration).
         """
         if queue not in self.reapers:
             self.reapers[queue] = ledger.Reaper(self.client, queue, self._reaper_args[0],
                                                 lambda e, t: self._requeue(queue, e, t), self._reaper_args[1])
+        keys = ledger.keys(queue)
+        if also is not None:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                also(pipe)
+                self._record(keys=keys, args=self._chunk(task_name, queue, shadow, argsets, time_limit,
+                                                         soft_time_limit, headers), client=pipe)
+                pipe.execute()
+            except Exception as exc:
+                raise PublishError(0, exc) from exc
+            return
+        pool = self.client.connection_pool
+        connection = _connection(pool)
+        confirmed = 0
+        try:
+            sent: list[int] = []
+            for start in range(0, len(argsets), CHUNK):
+                part = argsets[start:start + CHUNK]
+                argv = self._chunk(task_name, queue, shadow, part, time_limit, soft_time_limit,
+                                   headers[start:start + CHUNK] if headers else None)
+                connection.send_command("EVAL", ledger.RECORD, len(keys), *keys, *argv)
+                sent.append(sum(len(args[1]) for args in part))
+            for count in sent:
+                connection.read_response()
+                confirmed += count
+        except Exception as exc:
+            connection.disconnect()  # replies may be left unread on it
+            raise PublishError(confirmed, exc) from exc
+        finally:
+            pool.release(connection)
+
+    def _chunk(
+        self, task_name: str, queue: str, shadow: str, argsets: Sequence[list[Any]], time_limit: float,
+        soft_time_limit: float, headers: Sequence[dict[str, str]] | None,
+    ) -> list[str]:
+        """The RECORD script's arguments for these tasks: their messages, ledger entries and places."""
         messages: list[str] = []
         entries: list[str] = []
         places: dict[str, str] = {}
@@ -104,15 +160,7 @@ class RedisPipelinePublisher:
             first = args[1][0]
             where = ledger.place(args[0], first["topic"], first["partition"])
             places[ledger.place_code(where)] = where
-        # One round trip per batch. One LPUSH of many values keeps their order for BRPOP.
-        argv = self._argv("", places, messages, entries)
-        if also is None:
-            self._record(keys=ledger.keys(queue), args=argv)
-            return
-        pipe = self.client.pipeline(transaction=True)
-        also(pipe)
-        self._record(keys=ledger.keys(queue), args=argv, client=pipe)
-        pipe.execute()
+        return self._argv("", places, messages, entries)
 
     @staticmethod
     def _argv(drop: str, places: dict[str, str], messages: list[str], entries: list[str]) -> list[str]:
@@ -162,7 +210,22 @@ class RedisPipelinePublisher:
                                       soft_time_limit)
             envelope["headers"].update(extra)
             return _dumps(envelope)
-        return template.render({"id": task_id, "body": body, "argsrepr": _json_text(_argsrepr(args))})
+        return template.render({"id": task_id, "body": body, "argsrepr": self._argsrepr_text(args)})
+
+    def _argsrepr_text(self, args: list[Any]) -> str:
+        """_argsrepr(args) as JSON string text; for one message, its offset after a head kept per partition."""
+        route_id, messages = args
+        if len(messages) != 1:
+            return _json_text(_argsrepr(args))
+        message = messages[0]
+        key = (route_id, message["topic"], message["partition"])
+        head = self._argsrepr_heads.get(key)
+        if head is None:
+            if len(self._argsrepr_heads) > 10_000:
+                self._argsrepr_heads.clear()
+            head = self._argsrepr_heads[key] = _json_text(
+                f"[{route_id!r}, <1 message(s) {message['topic']}-{message['partition']}@")
+        return f"{head}{message['offset']}>]"
 
     def _envelope(
         self, task_id: str, task_name: str, queue: str, shadow: str, body: str, argsrepr: str, time_limit: float,
