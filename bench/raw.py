@@ -9,7 +9,6 @@ after kbridge reads them.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 from .config import DEFAULT_MAX_POLL_RECORDS
@@ -47,8 +46,10 @@ def times(bench: Bench, topic: str, ends: Ends, repeats: int) -> list[float]:
 class Bracket:
     """Raw reads of one topic taken on both sides of the kbridge run they are compared with.
 
-    One read lasts ~1 s and the machine is shared: reading before and after, and taking
-    the median, keeps a burst of load at either moment from deciding the ratio.
+    One read lasts ~1 s and the machine is shared: reading before and after keeps a burst of
+    load at either moment from deciding the ratio. The fastest read is taken: some reads wait
+    out a whole fetch_max_wait_ms (about 0.5 s) on a partition already drained, which is
+    Tansu's timing, not reading, and the fastest is the hardest baseline to meet.
     """
 
     def __init__(self, bench: Bench, topic: str, ends: Ends) -> None:
@@ -65,7 +66,7 @@ class Bracket:
 
     @property
     def rate(self) -> float:
-        return sum(self.ends.values()) / statistics.median(self.seconds)
+        return sum(self.ends.values()) / min(self.seconds)
 
     def details(self) -> dict[str, object]:
         return {"raw_seconds": [round(t, 3) for t in self.seconds], "raw_messages": sum(self.ends.values())}
@@ -76,5 +77,5 @@ def run(bench: Bench) -> Result:
     create_topic(bench, topic)
     ends = produce(bench, topic, bench.sizes.messages)
     seconds = times(bench, topic, ends, bench.sizes.raw_repeats)
-    return Result("raw consume (baseline)", "msg/s", value=sum(ends.values()) / statistics.median(seconds),
+    return Result("raw consume (baseline)", "msg/s", value=sum(ends.values()) / min(seconds),
                   details={"raw_seconds": [round(t, 3) for t in seconds], "raw_messages": sum(ends.values())})
