@@ -28,7 +28,7 @@ from ..params import Params
 from ..routing import ConsumerGroup, Route
 from ..routing.patterns import subscription
 from . import undecodable
-from .collector import tune_collector
+from .collector import collect_young, tune_collector
 from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
 from .heap import release_free_memory
@@ -179,6 +179,7 @@ class GroupProcessor:
                 self.runtime.backend(name).housekeeping()
             except Exception as exc:  # the broker may be down; enqueueing reports that already
                 log.debug("housekeeping of backend %s failed: %s", name, exc)
+        collect_young()
         release_free_memory()
 
     def _connect_with_backoff(self) -> KafkaConsumer | None:

@@ -37,3 +37,20 @@ def test_a_higher_threshold_or_a_disabled_collector_is_left_as_it_is(fresh_colle
     gc.set_threshold(0, 5, 5)
     collector.tune_collector()
     assert gc.get_threshold()[0] == 0
+
+
+def test_housekeeping_frees_cyclic_garbage_the_raised_threshold_leaves_behind(fresh_collector: None) -> None:
+    import weakref
+
+    collector.tune_collector()
+
+    class Holder:
+        pass
+
+    held = Holder()
+    held.self = held  # a cycle, as a traceback kept in a failed perform's frame makes
+    gone = weakref.ref(held)
+    del held
+    assert gone() is not None, "a cycle is left to the collector"
+    collector.collect_young()
+    assert gone() is None
