@@ -132,3 +132,15 @@ def test_a_script_failing_mid_call_reports_the_tasks_redis_confirmed_before_it(s
     monkeypatch.undo()
     publish([0])  # the connection left with unread replies was dropped; the next call works
     assert client.llen(queue) == 2 * CHUNK + 1
+
+
+def test_a_pooled_connection_that_redis_closed_is_replaced_without_a_failed_enqueue(setup) -> None:  # type: ignore[no-untyped-def]
+    queue, publisher, client, publish, _ = setup
+    publish([0])
+    name = f"kbridge-stale-{uuid.uuid4().hex[:6]}"
+    publisher.client.client_setname(name)  # names the pooled connection the next publish takes
+    ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+    assert ids, "the publisher's connection is in Redis's client list"
+    client.client_kill_filter(_id=ids[0])
+    publish([1, 2])  # the pool checks a connection before lending it: no PublishError
+    assert client.llen(queue) == 3
