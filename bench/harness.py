@@ -18,6 +18,7 @@ import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 
 from kbridge import KBridge
+from kbridge.listener.collector import tune_collector
 from kbridge.listener.processor import GroupProcessor
 from kbridge.runtime import Runtime
 from kbridge.testing import processes
@@ -274,6 +275,7 @@ def in_process_listener(
     With bench.profile_dir set, the listener thread runs under cProfile and its stats
     are written to <profile_dir>/<name>.prof.
     """
+    tune_collector()  # as `kbridge listen` does in its own process
     stop = threading.Event()
     processor = (kind or TimedProcessor)(kb, group, stop, ends, paused)
     if before_start is not None:

@@ -1,4 +1,4 @@
-"""The listener process's garbage collector settings, applied once when its first group starts polling.
+"""The listener process's garbage collector settings, applied once when `kbridge listen` (or a swarm node) starts.
 
 A poll batch keeps a few containers per message alive at once (the messages, their task
 arguments and ledger entries) until the batch is handed over, so CPython's default
@@ -7,6 +7,9 @@ they promote later cost full collections that walk every object of the process: 
 kombu and kafka-python included. Those objects are freed by reference counting, never by
 the collector; the collector only looks at them. Measured in `python -m bench --only enqueue`,
 that looking took about a quarter of the listener's time.
+
+Only a listener that owns its process tunes the collector (it runs on the main thread); one
+embedded in another program leaves that program's collector as it is.
 
 So: objects alive at start (the app and every library) are frozen out of collections, and
 the young generation is collected once per YOUNG_THRESHOLD net new containers rather than per
@@ -40,5 +43,7 @@ def tune_collector() -> None:
 
 
 def collect_young() -> None:
-    """Collect the young and middle generations: what the raised threshold would otherwise leave for longer."""
-    gc.collect(1)
+    """Collect the young and middle generations, which the raised threshold would otherwise leave for longer;
+    nothing when the collector was not tuned."""
+    if _tuned:
+        gc.collect(1)

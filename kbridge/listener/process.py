@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..backends import registry
 from ..errors import ConfigError, KBridgeError
 from ..runtime import Runtime
+from .collector import tune_collector
 from .controls import Controls
 from .processor import GroupProcessor
 
@@ -58,6 +59,8 @@ class ListenerProcess:
 
     def _run(self) -> int:
         self._install_signals()
+        if threading.current_thread() is threading.main_thread():
+            tune_collector()  # this process is the listener's own; embedded, the host's collector stays as it is
         threads = [
             threading.Thread(target=self._run_group, args=(p,), name=f"kbridge-{p.group.name}", daemon=True)
             for p in self.processors

@@ -28,7 +28,7 @@ from ..params import Params
 from ..routing import ConsumerGroup, Route
 from ..routing.patterns import subscription
 from . import undecodable
-from .collector import collect_young, tune_collector
+from .collector import collect_young
 from .connectivity import KafkaWatch
 from .decoding import DecodeFailure, DecodeGuard, Polled
 from .heap import release_free_memory
@@ -107,7 +107,6 @@ class GroupProcessor:
         # Kafka names of the routed topics (the topic mapper); a broken mapper fails here, before connecting.
         topics, pattern = subscription(self.runtime.settings.topic_mapper, self.group.topics,
                                        self.group.patterns.values())
-        tune_collector()
         self.consumer = self._connect_with_backoff()
         if self.consumer is None:
             return  # stopped while Kafka was unreachable

@@ -17,8 +17,11 @@ from .route import Route
 def route_of_kafka_topic(groups: Iterable[ConsumerGroup], mapper: TopicMapper, topic: str) -> Route | None:
     """The route the first of groups gives topic (a Kafka name), or None: not routed, or not a name the mapper
     gives."""
-    name = mapper.incoming(topic)
-    if mapper.outgoing(name) != topic:
+    try:
+        name = mapper.incoming(topic)
+        if mapper.outgoing(name) != topic:
+            return None
+    except Exception:  # a custom mapper refusing a name it does not know: the name comes from data
         return None
     for group in groups:
         try:

@@ -144,3 +144,40 @@ def test_a_pooled_connection_that_redis_closed_is_replaced_without_a_failed_enqu
     client.client_kill_filter(_id=ids[0])
     publish([1, 2])  # the pool checks a connection before lending it: no PublishError
     assert client.llen(queue) == 3
+
+
+def test_a_health_check_never_lands_between_the_scripts_of_one_call(setup, kbridge_redis: RedisService,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch) -> None:
+    from kbridge.backends.celery.redis_pipeline import CHUNK
+
+    queue, _, client, _, route = setup
+    checked = RedisPipelinePublisher(Celery("hc", broker=f"{kbridge_redis.url}?health_check_interval=1"), 60)
+    chunk = checked._chunk
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(1.2)  # longer than the interval: redis-py would PING before the next command
+        return chunk(*args, **kwargs)
+
+    monkeypatch.setattr(checked, "_chunk", slow)
+    args = [route.route_id, [{"topic": route.name, "partition": 0, "offset": 0}]]
+    checked.publish("kbridge.perform", queue, route.shadow, [args] * (2 * CHUNK + 1), 15, 5)
+    assert client.llen(queue) == 2 * CHUNK + 1
+
+
+def test_a_call_failing_while_building_reports_the_scripts_already_sent(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from kbridge.backends.celery.redis_pipeline import CHUNK, PublishError
+
+    queue, publisher, client, publish, _ = setup
+    chunk = publisher._chunk
+    calls = []
+
+    def second_one_fails(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("building the second script")
+        return chunk(*args, **kwargs)
+
+    monkeypatch.setattr(publisher, "_chunk", second_one_fails)
+    with pytest.raises(PublishError) as failed:
+        publish([i % 6 for i in range(3 * CHUNK)])
+    assert failed.value.confirmed == CHUNK == client.llen(queue), "the script sent before the failure counts"

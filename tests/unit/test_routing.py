@@ -222,3 +222,27 @@ def test_a_groups_memory_of_matched_topic_names_stays_bounded() -> None:
     for i in range(consumer_group.MATCHED_CACHE + 5):
         assert group.route_for(f"t.{i}") is route
     assert len(group._matched) <= consumer_group.MATCHED_CACHE
+
+
+def test_a_name_a_custom_mapper_refuses_is_not_routed() -> None:
+    from kbridge import BaseConsumer, KBridge
+    from kbridge.routing.lookup import route_of_kafka_topic
+
+    class Sink(BaseConsumer):
+        def perform(self) -> None:
+            return None
+
+    class Strict:
+        def incoming(self, topic: str) -> str:
+            if not topic.startswith("x."):
+                raise ValueError(f"{topic} is not one of ours")
+            return topic[2:]
+
+        def outgoing(self, topic: str) -> str:
+            return f"x.{topic}"
+
+    app = KBridge(client_id="strict", kafka={"bootstrap_servers": "x:1"}, topic_mapper=Strict())
+    route = app.topic("orders", consumer=Sink, backend="inline")
+    groups = list(app.routes.groups.values())
+    assert route_of_kafka_topic(groups, app.settings.topic_mapper, "x.orders") == route
+    assert route_of_kafka_topic(groups, app.settings.topic_mapper, "forged") is None

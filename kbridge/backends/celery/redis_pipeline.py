@@ -127,21 +127,28 @@ class RedisPipelinePublisher:
             return
         pool = self.client.connection_pool
         connection = _connection(pool)
+        sent: list[int] = []  # messages per script sent
         confirmed = 0
         try:
-            sent: list[int] = []
-            for start in range(0, len(argsets), CHUNK):
-                part = argsets[start:start + CHUNK]
-                argv = self._chunk(task_name, queue, shadow, part, time_limit, soft_time_limit,
-                                   headers[start:start + CHUNK] if headers else None)
-                connection.send_command("EVAL", ledger.RECORD, len(keys), *keys, *argv)
-                sent.append(sum(len(args[1]) for args in part))
-            for count in sent:
-                connection.read_response()
-                confirmed += count
+            connection.check_health()  # here, never between scripts: its PING would read a script's reply
+            try:
+                for start in range(0, len(argsets), CHUNK):
+                    part = argsets[start:start + CHUNK]
+                    argv = self._chunk(task_name, queue, shadow, part, time_limit, soft_time_limit,
+                                       headers[start:start + CHUNK] if headers else None)
+                    connection.send_command("EVAL", ledger.RECORD, len(keys), *keys, *argv, check_health=False)
+                    sent.append(sum(len(args[1]) for args in part))
+            finally:
+                # the scripts sent run whatever stopped the sending: read what they did
+                for count in sent:
+                    connection.read_response()
+                    confirmed += count
         except Exception as exc:
             connection.disconnect()  # replies may be left unread on it
             raise PublishError(confirmed, exc) from exc
+        except BaseException:
+            connection.disconnect()
+            raise
         finally:
             pool.release(connection)
 
