@@ -4,9 +4,9 @@ Each entry is the Celery protocol-2 message that kombu's Redis transport itself
 stores for `apply_async` (JSON body, base64-encoded, headers and properties as
 Celery writes them), so an unmodified `celery worker` consumes it. Building it
 here skips kombu's per-message publish round trip; a script's success is the
-broker's confirmation of its tasks. The scripts go out on one connection before any reply is
-read, so Redis runs one while the next is built. Each task also gets a ledger entry (see ledger.py), written by the
-same script as its LPUSH.
+broker's confirmation of its tasks. The scripts go out on one connection before any reply
+is read, so Redis runs one while the next is built. Each task also gets a ledger entry
+(see ledger.py), written by the same script as its LPUSH.
 """
 
 from __future__ import annotations
