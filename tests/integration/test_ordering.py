@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("KBRIDGE_FULL_SIZES") == "1"
 KEYS, PER_KEY = (64, 100) if FULL else (24, 20)
-STREAMED, RATE = (10_000, 400) if FULL else (2400, 100)
+# CI: 36 s of stream; three kill cycles each wait out a dead member's session (6 s) before the next listener joins
+STREAMED, RATE = (10_000, 400) if FULL else (3600, 100)
 REDELIVERED = 300 if FULL else 150
 
 
