@@ -227,7 +227,6 @@ app.topic(f"{RUN}.observed", consumer=FailingConsumer, max_retries=2, retry_back
 
 # Ordering and duplicates (tests/integration/test_ordering.py): their own queue, served by a 4-process worker.
 ORDERED_QUEUE = f"kbridge-{RUN}-ordered"
-SLOW_N = 1001  # the message a duplicates test kills a worker child in
 
 
 class SequenceConsumer(BaseConsumer):
@@ -247,11 +246,12 @@ class SequenceConsumer(BaseConsumer):
 
 
 class CompletingConsumer(RecordingConsumer):
-    """record() is the completion; message SLOW_N first publishes its pid and works 3 s, for a test to kill it."""
+    """record() is the completion; a message carrying "slow" publishes its pid and works 3 s, for a test to kill
+    it."""
 
     def perform(self) -> None:
         p = self.params
-        if p.payload["n"] == SLOW_N:
+        if p.payload.get("slow"):
             store().rpush(f"{RUN}:started:{p.topic}", os.getpid())
             time.sleep(3)
         record(self)

@@ -30,8 +30,9 @@ pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("KBRIDGE_FULL_SIZES") == "1"
 KEYS, PER_KEY = (64, 100) if FULL else (24, 20)
-# CI: 36 s of stream; three kill cycles each wait out a dead member's session (6 s) before the next listener joins
-STREAMED, RATE = (10_000, 400) if FULL else (3600, 100)
+# CI: 48 s of stream; three kill cycles, each waiting out a dead member's session (6 s) before the next listener
+# joins, took 18 to 28 s
+STREAMED, RATE = (10_000, 400) if FULL else (4800, 100)
 REDELIVERED = 300 if FULL else 150
 
 
@@ -142,7 +143,11 @@ def test_skip_duplicates_completes_each_offset_once_through_listener_and_worker_
 ) -> None:
     topic = pipeline.topic("once")
     pipeline.create(topic, 3)
-    stream = Stream(pipeline.kafka.bootstrap, topic, events(STREAMED), rate=RATE)
+    values = events(STREAMED)
+    # the slow message comes near the end, so the final listener hands it over, after the three kills
+    slow = STREAMED - 101
+    values[slow] = json.dumps({"n": slow, "skip": False, "slow": True}).encode()
+    stream = Stream(pipeline.kafka.bootstrap, topic, values, rate=RATE)
     stream.start()
     store = pipeline.store()
     kills = kill_listeners(pipeline, topic, stream, 3, longest=1.5)
