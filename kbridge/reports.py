@@ -44,8 +44,8 @@ log = logging.getLogger("kbridge.reports")
 ERROR_EVENTS = ("enqueue.failed", "filter.failed", "commit.failed", "dead_letter", "record.undecodable",
                 "kafka.lost", "connect.failed", "partition.held")
 RECENT_ERRORS = 20
-# Seconds between looks at the commands topic. Polling it without a pause kept a thread busy in kafka-python
-# beside the polling threads (about 9% of a listener's throughput); a pause or resume can wait a second.
+# Seconds between looks at the commands topic: polling it without a pause kept a thread busy in kafka-python
+# beside the polling threads, and a pause or resume can wait a second.
 COMMAND_CHECK = 1.0
 TRACEBACK_CHARS = 2000
 

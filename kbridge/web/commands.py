@@ -16,14 +16,6 @@ from ..reports import commands_topic
 from ..routing.lookup import route_of_kafka_topic
 
 
-def _routes(app: KBridge, group_id: str, topic: Any) -> bool:
-    """Whether the group routes topic (a Kafka name), as its listener resolves it."""
-    group = next((g for g in app.routes.groups.values() if g.id == group_id), None)
-    if group is None or not isinstance(topic, str):
-        return False
-    return route_of_kafka_topic([group], app.settings.topic_mapper, topic) is not None
-
-
 def build(app: KBridge, action: str, body: Any) -> dict[str, Any]:
     """A command from a request body; a KBridgeError saying what is wrong with it."""
     if not isinstance(body, dict):
@@ -33,9 +25,11 @@ def build(app: KBridge, action: str, body: Any) -> dict[str, Any]:
     problem = command_problem(command)
     if problem is not None:
         raise KBridgeError(problem)
-    if not any(g.id == command["group_id"] for g in app.routes.groups.values()):
+    group = next((g for g in app.routes.groups.values() if g.id == command["group_id"]), None)
+    if group is None:
         raise KBridgeError(f"group_id {command['group_id']!r} is not a consumer group of this app")
-    if not _routes(app, str(command["group_id"]), command["topic"]):
+    # command_problem made topic a non-empty string; the listener's own lookup says whether the group routes it
+    if route_of_kafka_topic([group], app.settings.topic_mapper, str(command["topic"])) is None:
         raise KBridgeError(f"topic {command['topic']!r} is not routed in {command['group_id']}")
     return command
 
